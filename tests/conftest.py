@@ -1,0 +1,53 @@
+"""Shared fixtures: a tiny model in the official formats and the shipped PBMC data."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pytest
+
+from uceindex.model.tiny import write_tiny_model
+
+ROOT = Path(__file__).resolve().parents[1]
+PBMC = ROOT / "data" / "pbmc700.h5ad"
+MOUSE_GENES = [f"Gm{i}" for i in range(400)]
+
+
+def read_pbmc() -> ad.AnnData:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ad.read_h5ad(PBMC)
+
+
+@pytest.fixture(scope="session")
+def pbmc_genes() -> list[str]:
+    return list(read_pbmc().var_names)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, pbmc_genes) -> Path:
+    """Human: the PBMC genes but the last 65 (so some stay unmatched); mouse: made-up genes."""
+    root = tmp_path_factory.mktemp("tiny_model")
+    return write_tiny_model(root, {"human": pbmc_genes[:700], "mouse": MOUSE_GENES})
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_dir):
+    from uceindex.model.load import UCEModel
+
+    return UCEModel(tiny_model_dir)
+
+
+@pytest.fixture
+def pbmc() -> ad.AnnData:
+    return read_pbmc()
+
+
+@pytest.fixture
+def small_pbmc() -> ad.AnnData:
+    """60 cells: enough to exercise every path quickly."""
+    a = read_pbmc()
+    return a[np.r_[0:60]].copy()

@@ -1,0 +1,24 @@
+"""uceindex: Universal Cell Embeddings for every cell, in a searchable atlas.
+
+Names are imported on first use, so `import uceindex.errors` (or a CLI's --help) does not
+pay for torch.
+"""
+
+from importlib import import_module
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "embed": "uceindex.embedding",
+    "Embedder": "uceindex.embedding",
+    "UCEModel": "uceindex.model.load",
+    "load_model": "uceindex.model.load",
+    "UceIndexError": "uceindex.errors",
+}
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'uceindex' has no attribute {name!r}")
+    return getattr(import_module(_EXPORTS[name]), name)

@@ -1,0 +1,35 @@
+"""Every error a user can act on. The CLI prints the message on one red line and exits
+non-zero; the service maps `http_status` to the response. Anything else is a bug and keeps
+its traceback."""
+
+
+class UceIndexError(Exception):
+    """Base of every error uceindex reports to a user; the message is one actionable line."""
+
+    http_status = 400
+
+
+class ModelFilesError(UceIndexError):
+    """The model directory is missing a file, or its files do not fit together."""
+
+
+class DownloadError(UceIndexError):
+    """A model file could not be fetched or did not match its recorded checksum."""
+
+    http_status = 502
+
+
+class UnknownSpeciesError(UceIndexError):
+    """The species is not in the model's vocabulary."""
+
+
+class InputDataError(UceIndexError):
+    """The input file or matrix cannot be used as it is (not counts, NaN, wrong genes...)."""
+
+
+class StoreError(UceIndexError):
+    """The store cannot take this operation (wrong model, missing table, bad state)."""
+
+
+class QueryError(UceIndexError):
+    """A search, annotation or SQL request is malformed or not allowed."""

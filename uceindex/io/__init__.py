@@ -1,0 +1,1 @@
+"""Reading single-cell data: where the raw counts are, and which genes the columns are."""

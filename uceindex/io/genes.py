@@ -1,0 +1,119 @@
+"""Which genes the columns of a data set are, in the model's vocabulary.
+
+Symbols are matched case-insensitively (the reference upper-cases them). CELLxGENE files
+keep Ensembl ids in var_names and symbols in var["feature_name"], which is not unique
+since schema 2.4.0: columns that resolve to the same symbol are summed, as if one gene.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from uceindex.errors import InputDataError
+from uceindex.model.load import SpeciesVocab
+from uceindex.sentences import GeneOrder
+
+SYMBOL_COLUMNS = (
+    "feature_name",
+    "gene_symbols",
+    "gene_symbol",
+    "gene_name",
+    "gene_names",
+    "symbol",
+)
+ENSEMBL_ID = re.compile(r"^ENS[A-Z]*G\d{6,}(\.\d+)?$")
+MIN_MATCHED_SHARE = 0.10  # refuse a data set when fewer of its genes are in the vocabulary
+
+
+def looks_like_ensembl(names) -> bool:
+    sample = [str(n) for n in list(names)[:200]]
+    return bool(sample) and sum(bool(ENSEMBL_ID.match(n)) for n in sample) > len(sample) / 2
+
+
+def gene_symbols(var: pd.DataFrame) -> tuple[np.ndarray, str]:
+    """The symbols of the columns and where they were found."""
+    if not looks_like_ensembl(var.index):
+        return np.asarray(var.index.astype(str)), "var_names"
+    for column in SYMBOL_COLUMNS:
+        if column in var.columns and not looks_like_ensembl(var[column]):
+            return np.asarray(var[column].astype(str)), f"var[{column!r}]"
+    raise InputDataError(
+        f"var_names are Ensembl ids (e.g. {var.index[0]}) and no column holds gene symbols "
+        f"(looked for {', '.join(SYMBOL_COLUMNS)}): add one, e.g. var['feature_name'], and try again"
+    )
+
+
+@dataclass(frozen=True)
+class GeneMatch:
+    """How input columns become the model's genes.
+
+    `combiner` (input genes x matched genes, 0/1) selects, sums duplicate symbols and puts
+    the genes in genomic order in one sparse product: counts @ combiner."""
+
+    combiner: sp.csr_matrix
+    genes: GeneOrder
+    symbols: np.ndarray  # matched symbols, upper case, in combiner column order
+    source: str
+    n_input: int
+    n_matched_columns: int  # input columns that found a gene
+    unmatched: np.ndarray  # input symbols not in the vocabulary
+
+    @property
+    def share(self) -> float:
+        return self.n_matched_columns / max(self.n_input, 1)
+
+    def summary(self) -> dict:
+        return {
+            "genes_in_file": self.n_input,
+            "genes_matched": self.n_matched_columns,
+            "tokens": len(self.symbols),
+            "share_matched": round(self.share, 4),
+            "symbols_from": self.source,
+        }
+
+
+def match_genes(var: pd.DataFrame, vocab: SpeciesVocab) -> GeneMatch:
+    symbols, source = gene_symbols(var)
+    upper = np.char.upper(symbols.astype(str))
+    position = pd.Index(vocab.symbols).get_indexer(upper)  # -1 when unknown
+    found = np.flatnonzero(position >= 0)
+    genes_used = np.unique(position[found])  # vocabulary entries, each once
+    order = GeneOrder.genomic_order(
+        vocab.token_rows[genes_used], vocab.chrom_rows[genes_used], vocab.starts[genes_used]
+    )
+    genes_used = genes_used[order]
+    column_of = np.full(len(vocab), -1)
+    column_of[genes_used] = np.arange(len(genes_used))
+    combiner = sp.csr_matrix(
+        (np.ones(len(found), np.float32), (found, column_of[position[found]])),
+        shape=(len(symbols), len(genes_used)),
+    )
+    return GeneMatch(
+        combiner=combiner,
+        genes=GeneOrder(vocab.token_rows[genes_used], vocab.chrom_rows[genes_used]),
+        symbols=vocab.symbols[genes_used],
+        source=source,
+        n_input=len(symbols),
+        n_matched_columns=len(found),
+        unmatched=symbols[position < 0],
+    )
+
+
+def require_enough(
+    match: GeneMatch, species: str, min_share: float = MIN_MATCHED_SHARE, top_unmatched: str = ""
+) -> None:
+    """Refuse a data set whose genes mostly miss the vocabulary, naming what was seen."""
+    if match.n_matched_columns and match.share >= min_share:
+        return
+    example = ", ".join(map(str, match.unmatched[:5]))
+    hint = top_unmatched or example
+    raise InputDataError(
+        f"only {match.n_matched_columns} of {match.n_input} genes ({match.share:.0%}) from "
+        f"{match.source} are {species} gene symbols the model knows (unmatched: {hint}); "
+        f"check --species, or put gene symbols in var_names"
+    )
