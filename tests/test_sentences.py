@@ -31,6 +31,7 @@ def _counts(n_cells: int, seed: int = 1, density: float = 0.2) -> sp.csr_matrix:
     rng = np.random.default_rng(seed)
     X = sp.random(n_cells, N_GENES, density=density, format="csr", random_state=seed)
     X.data = rng.integers(1, 30, X.nnz).astype(np.float64)
+    X = X.tolil()
     X[np.arange(n_cells), rng.integers(0, N_GENES, n_cells)] = 3.0  # no empty cell
     return sp.csr_matrix(X)
 
@@ -166,9 +167,10 @@ def _obvious_sentence(row: sp.csr_matrix, genes: GeneOrder, seed: int) -> list[i
     cdf = np.cumsum(w) / w.sum()
     cdf[-1] = 1.0
     times = np.zeros(row.nnz, int)
-    for j in range(1, 1025):
-        u = _unit(_mix(np.array([key + np.uint64(j) * _GOLDEN])))[0]
-        times[np.searchsorted(cdf, u, side="right")] += 1
+    with np.errstate(over="ignore"):  # uint64 arithmetic wraps by design
+        for j in range(1, 1025):
+            u = _unit(_mix(np.array([key + np.uint64(j) * _GOLDEN])))[0]
+            times[np.searchsorted(cdf, u, side="right")] += 1
     drawn = [i for i in range(row.nnz) if times[i]]
     chroms = []
     for i in drawn:
