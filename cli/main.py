@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import embed, models
+from cli import embed, models, species
 
 app = typer.Typer(
     name="uceindex",
@@ -19,6 +19,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 app.add_typer(models.app, name="models")
+app.add_typer(species.app, name="species")
 app.command("embed", epilog=embed.EPILOG)(embed.embed)
 
 

@@ -52,6 +52,15 @@ class EsmStats:
         return asdict(self)
 
 
+def _first_line(exc: Exception) -> str:
+    """What went wrong, in one line (torch's unpickler says it after its advice)."""
+    text = " ".join(str(exc).split())
+    key = "WeightsUnpickler error:"
+    if key in text:
+        text = text.split(key, 1)[1].split("Check the documentation")[0].split(". Please use")[0]
+    return text.strip()[:200]
+
+
 def _read_weights(path: Path) -> dict:
     """torch.load of a fair-esm file: tensors plus the argparse.Namespace holding its sizes.
 
@@ -68,7 +77,7 @@ def _read_weights(path: Path) -> dict:
         except Exception as exc:
             raise ModelFilesError(
                 f"cannot read ESM weights {path.name} ({type(exc).__name__}: "
-                f"{str(exc).splitlines()[0][:200]}); if the file is a fair-esm checkpoint you "
+                f"{_first_line(exc)}); if the file is a fair-esm checkpoint you "
                 "trust that holds other Python objects, set TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1"
             ) from None
 
@@ -100,6 +109,12 @@ def load_esm(
 
     if precision not in PRECISIONS:
         raise InputDataError(f"precision must be one of {', '.join(PRECISIONS)}")
+    try:
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError:
+        raise InputDataError(f"unknown device {device!r}: use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputDataError(f"--device {device} but no CUDA GPU is visible: use --device cpu")
     path = Path(weights).expanduser()
     if not path.is_file():
         raise ModelFilesError(
@@ -123,10 +138,10 @@ def load_esm(
     except (KeyError, AttributeError, RuntimeError, ValueError) as exc:
         raise ModelFilesError(
             f"{path.name} is not a fair-esm model fair-esm can rebuild ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:200]})"
+            f"{_first_line(exc)})"
         ) from None
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = model.to(dtype=PRECISIONS[precision]).to(device).eval()
+    # One call: each parameter is cast and moved alone, so no second full copy is made.
+    model = model.to(device=device, dtype=PRECISIONS[precision]).eval()
     return model, alphabet
 
 

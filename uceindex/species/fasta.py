@@ -156,9 +156,7 @@ def read_proteome(path: str | os.PathLike) -> Proteome:
             if not symbol:
                 no_symbol += 1
                 continue
-            location = next(
-                (parse_location(fields[k]) for k in LOCATION_KEYS if k in fields), None
-            )
+            location = next((parse_location(fields[k]) for k in LOCATION_KEYS if k in fields), None)
             if location is None:
                 no_chrom += 1
             sequence = sequence.upper()
