@@ -8,6 +8,7 @@ from __future__ import annotations
 import typer
 
 from cli import embed, models, species
+from cli import store as store_commands
 
 app = typer.Typer(
     name="uceindex",
@@ -21,6 +22,9 @@ app = typer.Typer(
 app.add_typer(models.app, name="models")
 app.add_typer(species.app, name="species")
 app.command("embed", epilog=embed.EPILOG)(embed.embed)
+app.command("ingest", epilog=store_commands.INGEST_EPILOG)(store_commands.ingest)
+app.command("datasets", epilog=store_commands.DATASETS_EPILOG)(store_commands.datasets)
+app.command("export", epilog=store_commands.EXPORT_EPILOG)(store_commands.export)
 
 
 def main() -> None:

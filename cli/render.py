@@ -61,8 +61,7 @@ def progress_bar(description: str, unit: str = "cells", quiet: bool = False) -> 
                 if label is not None and label != bar.tasks[0].description:
                     started = time.perf_counter()
                     bar.update(task, description=label)
-                rate = done / max(time.perf_counter() - started, 1e-9)
-                bar.update(task, completed=done, total=total, rate=f"{rate:,.0f} {unit}/s")
+                bar.update(task, completed=done, total=total, rate=_rate(done, started, unit))
 
             yield update
         return
@@ -73,10 +72,15 @@ def progress_bar(description: str, unit: str = "cells", quiet: bool = False) -> 
             state.update(next=0.0, started=time.perf_counter(), label=label)
         share = done / total if total else 1.0
         if share >= state["next"] or done == total:
-            rate = done / max(time.perf_counter() - state["started"], 1e-9)
             err_console.print(
-                f"{state['label']}: {done:,}/{total:,} {unit} ({rate:,.0f}/s)", highlight=False
+                f"{state['label']}: {done:,}/{total:,} {unit} {_rate(done, state['started'], unit)}", highlight=False
             )
             state["next"] = share + 0.1
 
     yield lines
+
+
+def _rate(done: int, started: float, unit: str) -> str:
+    """'1,234 cells/s', or nothing while too little time has passed to say."""
+    elapsed = time.perf_counter() - started
+    return f"({done / elapsed:,.0f} {unit}/s)" if elapsed > 0.05 and done else ""

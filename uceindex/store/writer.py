@@ -1,0 +1,339 @@
+"""Writing one data set into a store exactly once, resumable after a kill at any moment.
+
+Protocol (docs/store.md, "Nothing lost"):
+1. `begin`: the `datasets` row is written with status `running` (one merge commit).
+2. Chunk k: its `rejects` rows are appended, then its `cells` rows (one append each, atomic),
+   every row stamped `ingest_chunk = k`. The cells append is the chunk's commit point.
+3. `finish`: the row is replaced (one merge commit) with status `complete` and the counts.
+On a re-run with the same file and settings, chunks up to the last one with rows in `cells`
+are kept; rows of later chunks (in either table) are deleted and those chunks written again,
+so a kill between any two commits ends with the rows of an uninterrupted run. A chunk whose
+cells were all rejected has no cells rows and is simply written again.
+
+Replacing a data set first marks its row `deleting`, then deletes its rows, then starts
+afresh; a kill in between is finished by the next ingest of that id.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+
+import numpy as np
+import pyarrow as pa
+
+from uceindex.errors import StoreError
+from uceindex.io.obs import STRING, ObsColumns, merge_types
+from uceindex.store import schema as S
+from uceindex.store.store import Store, retry_commit, sql_string
+
+KILL_ENV = "UCEINDEX_TEST_KILL_AT"  # tests: "<point>:<chunk>" makes the writer SIGKILL itself
+TMP_SUFFIX = "__uceindex_tmp"  # a column being converted to string
+
+
+def _maybe_die(point: str, chunk: int = -1) -> None:
+    """Test hook: SIGKILL this process at a named point (begin, rejects, cells, finish)."""
+    want = os.environ.get(KILL_ENV)
+    if want and want == f"{point}:{chunk}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def embedding_array(embeddings: np.ndarray) -> pa.FixedSizeListArray:
+    """(n, D) float32 -> fixed_size_list<float32>[D]."""
+    emb = np.ascontiguousarray(embeddings, dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), emb.shape[1])
+
+
+def check_binding(store: Store, name: str, fingerprint: str, dim: int) -> None:
+    """Refuse embeddings of another model (fingerprint) or width than the store holds."""
+    info = store.model_info()
+    if info is None:
+        return
+    if info["model_fingerprint"] != fingerprint or info["embedding_dim"] != dim:
+        raise StoreError(
+            f"the store at {store.uri} holds {info['embedding_dim']}-d embeddings of model "
+            f"{info['model_name']} (fingerprint {info['model_fingerprint']}); these are "
+            f"{dim}-d from {name} (fingerprint {fingerprint}). One store holds one model: "
+            "use another --store (or, for --embedding-key, --model-dir of the store's model "
+            "if that model made them)"
+        )
+
+
+class DatasetWriter:
+    """Writes the rows of one data set; see the module docstring for the protocol.
+
+    `record` holds the `datasets` columns known before writing (dataset_id, source_path,
+    content_hash, species, n_cells, n_genes, genes_matched, model_name, model_fingerprint,
+    embedding_dim, embedding_source, seed, settings)."""
+
+    def __init__(self, store: Store, record: dict, obs: ObsColumns, replace: bool = False):
+        self.store = store
+        self.record = dict(record)
+        self.obs = obs
+        self.replace = replace
+        self.dataset_id = record["dataset_id"]
+        self.dim = int(record["embedding_dim"])
+        self.start_chunk = 0
+        self.types: dict[str, pa.DataType] = {}  # store type of each obs column
+        self.added_columns: list[str] = []
+        self.created_cells = False
+        self.twin: str | None = None
+        self.warnings: list[str] = []
+        self._where = f"dataset_id = {sql_string(self.dataset_id)}"
+
+    # -- begin --------------------------------------------------------------------------------
+
+    def begin(self) -> str:
+        """Decide what to do: "skip" (already complete), "resume" (from `start_chunk`),
+        "fresh" or "replace". Nothing is written for "skip"."""
+        self.store.refresh()
+        rec = self.record
+        check_binding(self.store, rec["model_name"], rec["model_fingerprint"], self.dim)
+        row = self.store.dataset(self.dataset_id)
+        same = row is not None and row["content_hash"] == rec["content_hash"]
+        if not self.replace:
+            if row is not None and row["status"] == "complete":
+                if same:
+                    return "skip"
+                raise StoreError(
+                    f"the store already holds a data set {self.dataset_id!r} from other content "
+                    f"({row['source_path']}): pass --replace to replace it, or --dataset-id "
+                    "to store this one beside it"
+                )
+            twin = self._complete_twin()
+            if row is None and twin is not None:
+                self.twin = twin
+                return "skip"
+            if row is not None and row["status"] == "running":
+                if not same or row["settings"] != rec["settings"]:
+                    raise StoreError(
+                        f"an interrupted ingest of {self.dataset_id!r} with other "
+                        f"{'content' if not same else 'settings'} is in the store: re-run it "
+                        "as it was to finish it, or pass --replace to start again"
+                    )
+                self._prepare_columns()
+                self.start_chunk = self._resume_point()
+                return "resume"
+        action = "fresh"
+        if row is not None:  # replace, or finish a replace that was interrupted
+            self._write_row("deleting", base=row)
+            self._delete_rows()
+            action = "replace"
+        self._prepare_columns()
+        _maybe_die("begin", 0)
+        self._write_row("running", created_at=None)
+        return action
+
+    def _complete_twin(self) -> str | None:
+        """Another complete data set made from the same bytes, if any."""
+        frame = self.store.datasets()
+        hit = frame[
+            (frame["content_hash"] == self.record["content_hash"])
+            & (frame["status"] == "complete")
+            & (frame["dataset_id"] != self.dataset_id)
+        ]
+        return None if hit.empty else str(hit["dataset_id"].iloc[0])
+
+    def _resume_point(self) -> int:
+        """First chunk to write: one past the last chunk with cells rows; later rows go."""
+        cells = self.store.cells
+        done = -1
+        if cells is not None:
+            chunks = cells.search().where(self._where).select([S.CHUNK]).limit(None).to_arrow()
+            if chunks.num_rows:
+                done = int(np.max(chunks.column(S.CHUNK).to_numpy()))
+        later = f"{self._where} AND {S.CHUNK} > {done}"
+        if cells is not None:
+            retry_commit(cells.delete, later)
+        retry_commit(self.store.rejects.delete, later)
+        return done + 1
+
+    def _delete_rows(self) -> None:
+        if self.store.cells is not None:
+            retry_commit(self.store.cells.delete, self._where)
+        retry_commit(self.store.rejects.delete, self._where)
+
+    def _write_row(self, status: str, base: dict | None = None, **values) -> None:
+        """Insert or replace this data set's `datasets` row in one commit."""
+        now = _now()
+        row = {name: None for name in S.core_names(S.DATASETS)}
+        row.update(base or self.record)
+        row.update(status=status, updated_at=now, n_embedded=None, n_rejected=None)
+        row.update(values)
+        row["created_at"] = row["created_at"] or now
+        table = pa.Table.from_pylist([row], schema=S.schema(S.DATASETS))
+        datasets = self.store.datasets_table
+        retry_commit(
+            lambda: (
+                datasets.merge_insert("dataset_id")
+                .when_matched_update_all()
+                .when_not_matched_insert_all()
+                .execute(table)
+            )
+        )
+
+    # -- columns ------------------------------------------------------------------------------
+
+    def _prepare_columns(self) -> None:
+        """Create `cells` (binding the store to the model) or widen it for these obs columns."""
+        db = self.store._db
+        if self.store.cells is None:
+            rec = self.record
+            meta = {
+                S.META_MODEL_NAME: rec["model_name"],
+                S.META_FINGERPRINT: rec["model_fingerprint"],
+                S.META_DIM: str(self.dim),
+            }
+            fields = list(S.schema(S.CELLS, self.dim))
+            fields += [pa.field(n, t) for n, t in self.obs.types.items()]
+            try:
+                db.create_table(S.CELLS, schema=pa.schema(fields, metadata=meta))
+                self.created_cells = True
+            except (ValueError, RuntimeError) as exc:
+                if "already exists" not in str(exc):
+                    raise
+            self.store.refresh()
+            check_binding(self.store, rec["model_name"], rec["model_fingerprint"], self.dim)
+        cells = self.store.cells
+        self._finish_conversions(cells)
+        existing = {f.name: f.type for f in cells.schema}
+        new_fields = []
+        for name, kind in self.obs.types.items():
+            if name not in existing:
+                new_fields.append(pa.field(name, kind))
+                continue
+            merged = merge_types(existing[name], kind)
+            if merged != kind:
+                self.warnings.append(
+                    f"obs column {name!r} is {kind} here but {existing[name]} in the store: "
+                    f"stored as {merged}"
+                )
+            if merged != existing[name]:
+                self.warnings.append(
+                    f"obs column {name!r} of the store changes from {existing[name]} to {merged} "
+                    "to take this data set"
+                )
+                self._convert(cells, name, merged)
+        if new_fields:
+            cells.add_columns(new_fields)
+            self.added_columns = [f.name for f in new_fields]
+        self.store.refresh()
+        self.types = {f.name: f.type for f in self.store.cells.schema}
+
+    def _convert(self, cells, name: str, kind: pa.DataType) -> None:
+        """Change the type of a stored column (to float64 or string): copy, drop, rename."""
+        sql = "DOUBLE" if kind != STRING else "STRING"
+        cells.add_columns({name + TMP_SUFFIX: f"CAST(`{name}` AS {sql})"})
+        self._finish_conversions(cells)
+
+    def _finish_conversions(self, cells) -> None:
+        """Complete a column conversion that a kill interrupted (or the one just begun)."""
+        names = set(cells.schema.names)
+        for tmp in [n for n in names if n.endswith(TMP_SUFFIX)]:
+            name = tmp[: -len(TMP_SUFFIX)]
+            if name in names:
+                cells.drop_columns([name])
+            cells.alter_columns({"path": tmp, "name": name})
+
+    # -- chunks -------------------------------------------------------------------------------
+
+    def write(
+        self,
+        chunk: int,
+        obs_names: np.ndarray,
+        obs_arrays: dict[str, pa.Array],
+        embeddings: np.ndarray,
+        reasons: np.ndarray,
+        species: str,
+    ) -> tuple[int, int]:
+        """Write one chunk: cells with a None reason go to `cells`, others to `rejects`.
+
+        `obs_arrays` are the chunk's obs columns, already typed; `embeddings` (n, D) float32
+        unit rows (anything in rejected rows). Returns (cells written, rejects written)."""
+        rejected = np.asarray([r is not None for r in reasons], dtype=bool)
+        ids = np.char.add(f"{self.dataset_id}/", np.asarray(obs_names, dtype=str)).astype(object)
+        n_rej = int(rejected.sum())
+        if n_rej:
+            rows = pa.table(
+                {
+                    "cell_id": pa.array(ids[rejected], pa.string()),
+                    "dataset_id": pa.array([self.dataset_id] * n_rej, pa.string()),
+                    "obs_name": pa.array(
+                        np.asarray(obs_names, dtype=object)[rejected], pa.string()
+                    ),
+                    "reason": pa.array([str(r) for r in reasons[rejected]], pa.string()),
+                    S.CHUNK: pa.array(np.full(n_rej, chunk, np.int32)),
+                },
+                schema=S.schema(S.REJECTS),
+            )
+            self.store.rejects.add(rows)
+        _maybe_die("rejects", chunk)
+        keep = ~rejected
+        n_ok = int(keep.sum())
+        if n_ok:
+            columns = {
+                "cell_id": pa.array(ids[keep], pa.string()),
+                "dataset_id": pa.array([self.dataset_id] * n_ok, pa.string()),
+                "species": pa.array([species] * n_ok, pa.string()),
+                S.CHUNK: pa.array(np.full(n_ok, chunk, np.int32)),
+            }
+            index = pa.array(np.flatnonzero(keep))
+            for name, array in obs_arrays.items():
+                target = self.types[name]
+                array = array.take(index)
+                columns[name] = array if array.type == target else array.cast(target)
+            columns[S.EMBEDDING] = embedding_array(embeddings[keep])
+            fields = [self.store.cells.schema.field(n) for n in columns]
+            self.store.cells.add(pa.table(columns, schema=pa.schema(fields)))
+        _maybe_die("cells", chunk)
+        return n_ok, n_rej
+
+    # -- end ----------------------------------------------------------------------------------
+
+    def counts(self) -> tuple[int, int]:
+        """(cells rows, rejects rows) of this data set in the store now."""
+        n_cells = self.store.cells.count_rows(self._where) if self.store.cells is not None else 0
+        return n_cells, self.store.rejects.count_rows(self._where)
+
+    def finish(self) -> tuple[int, int]:
+        """Check every cell is accounted for and mark the data set complete."""
+        n_ok, n_rej = self.counts()
+        expected = int(self.record["n_cells"])
+        if n_ok + n_rej != expected:
+            raise StoreError(
+                f"{self.dataset_id}: {n_ok} cells and {n_rej} rejects are stored for {expected} "
+                "cells in the file; the store changed during the ingest: run it again with --replace"
+            )
+        _maybe_die("finish", 0)
+        row = self.store.dataset(self.dataset_id)
+        self._write_row("complete", created_at=row["created_at"], n_embedded=n_ok, n_rejected=n_rej)
+        self.store.refresh()
+        return n_ok, n_rej
+
+    def rollback(self) -> None:
+        """Undo this data set after a refused input: its rows, its datasets row and the obs
+        columns this ingest added to `cells` (type conversions stay)."""
+        self.store.refresh()
+        self._delete_rows()
+        retry_commit(self.store.datasets_table.delete, self._where)
+        cells = self.store.cells
+        if cells is not None and self.created_cells and cells.count_rows() == 0:
+            self.store._db.drop_table(S.CELLS)  # the store was not bound before this ingest
+            cells = None
+        if cells is not None and self.added_columns:
+            present = set(cells.schema.names)
+            drop = [c for c in self.added_columns if c in present]
+            if drop and cells.count_rows(" OR ".join(f"`{c}` IS NOT NULL" for c in drop)) == 0:
+                cells.drop_columns(drop)
+        self.store.refresh()
+
+
+def settings_json(settings: dict) -> str:
+    """Settings as the canonical JSON stored in `datasets.settings` (compared on resume)."""
+    return json.dumps(settings, sort_keys=True, default=str)
