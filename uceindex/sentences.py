@@ -24,6 +24,7 @@ from uceindex.model.load import CHROM_RIGHT, CLS, PAD
 
 SAMPLE_SIZE = 1024  # genes drawn per cell (the reference's sample_size)
 PAD_LENGTH = 1536  # longest sentence the positional encoding covers
+BLOCK_CELLS = 128  # cells sampled together: their temporaries stay in cache (2-3x faster)
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
@@ -63,7 +64,7 @@ def cell_keys(counts: sp.csr_matrix, genes: GeneOrder, seed: int) -> np.ndarray:
     with np.errstate(over="ignore"):
         tok = genes.token_rows[counts.indices].astype(np.uint64)
         val = np.asarray(counts.data, dtype=np.float64).view(np.uint64)
-        pair = _mix(_mix(tok * _GOLDEN) ^ val)
+        pair = _mix(tok * _GOLDEN ^ val)
         sums = np.add.reduceat(pair, counts.indptr[:-1])  # rows must be non-empty
         return _mix(sums ^ _mix(np.uint64(seed) + _GOLDEN))
 
@@ -71,25 +72,22 @@ def cell_keys(counts: sp.csr_matrix, genes: GeneOrder, seed: int) -> np.ndarray:
 def draw_counts(
     counts: sp.csr_matrix, keys: np.ndarray, sample_size: int = SAMPLE_SIZE
 ) -> np.ndarray:
-    """How often each stored entry of `counts` is drawn: int64 aligned with counts.data."""
+    """How often each stored entry of `counts` is drawn: int64 aligned with counts.data.
+
+    One cumulative sum of log1p(counts) runs over the whole batch; each cell's uniforms are
+    scaled into its own stretch of it, so one searchsorted serves every cell."""
     n = counts.shape[0]
-    w = np.log1p(np.asarray(counts.data, dtype=np.float64))
-    cum = np.cumsum(w)
+    cum = np.cumsum(np.log1p(np.asarray(counts.data, dtype=np.float64)))
     ends = counts.indptr[1:] - 1
-    before = np.concatenate([[0.0], cum])[counts.indptr[:-1]]
+    before = np.concatenate([[0.0], cum[ends[:-1]]])
     total = cum[ends] - before
-    row = np.repeat(np.arange(n), np.diff(counts.indptr))
-    # Each cell's CDF sits in [row, row + 1), so one searchsorted serves the whole batch.
-    cdf = row + (cum - before[row]) / total[row]
-    cdf[ends] = np.arange(1, n + 1)  # exact right edges
     with np.errstate(over="ignore"):
         counter = (np.arange(1, sample_size + 1, dtype=np.uint64) * _GOLDEN)[None, :]
-        u = np.sort(
-            _unit(_mix(keys[:, None] + counter)), axis=1
-        )  # (n, sample_size); sorted keys search faster
-    targets = (np.arange(n)[:, None] + u).ravel()
-    picked = np.searchsorted(cdf, targets, side="right")
-    return np.bincount(picked, minlength=counts.nnz)
+        u = np.sort(_unit(_mix(keys[:, None] + counter)), axis=1)  # sorted: a faster search
+    targets = before[:, None] + u * total[:, None]  # (n, sample_size)
+    picked = np.searchsorted(cum, targets.ravel(), side="right").reshape(n, sample_size)
+    np.minimum(picked, ends[:, None], out=picked)  # rounding at a cell's right edge
+    return np.bincount(picked.ravel(), minlength=counts.nnz)
 
 
 def sample_sentences(
@@ -108,10 +106,23 @@ def sample_sentences(
         return np.zeros((0, 1), np.int64), np.zeros(0, np.int64)
     if (np.diff(counts.indptr) == 0).any():
         raise ValueError("every cell needs at least one expressed gene")
+    blocks = [
+        _sample_block(counts[i : i + BLOCK_CELLS], genes, seed, sample_size, pad_length)
+        for i in range(0, n, BLOCK_CELLS)
+    ]
+    width = max(t.shape[1] for t, _ in blocks)
+    tokens = np.full((n, width), PAD, dtype=np.int64)
+    for i, (t, _) in zip(range(0, n, BLOCK_CELLS), blocks):
+        tokens[i : i + len(t), : t.shape[1]] = t
+    return tokens, np.concatenate([lengths for _, lengths in blocks])
+
+
+def _sample_block(counts, genes: GeneOrder, seed: int, sample_size: int, pad_length: int):
+    n = counts.shape[0]
     keys = cell_keys(counts, genes, seed)
     m = draw_counts(counts, keys, sample_size)
     hit = np.flatnonzero(m)  # entries drawn at least once, in (cell, genomic) order
-    cell = np.repeat(np.arange(n), np.diff(counts.indptr))[hit]
+    cell = np.searchsorted(counts.indptr, hit, side="right") - 1
     col = counts.indices[hit]
     mult = m[hit]
     chrom = genes.chrom_rows[col]
