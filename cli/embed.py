@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
+from cli.options import (
+    DeviceOpt,
+    JsonOpt,
+    LayerOpt,
+    MinGenesOpt,
+    ModelDirOpt,
+    ModeOpt,
+    PrecisionOpt,
+    SeedOpt,
+)
 from cli.render import console, handle_errors, print_json, progress_bar
 
 EPILOG = "Example: uceindex embed pbmc.h5ad pbmc_uce.h5ad --species human --model-dir ~/.cache/uceindex/4layer"
@@ -24,34 +34,14 @@ def embed(
     species: Annotated[
         str, typer.Option(help="Species of the cells, e.g. human, mouse.")
     ] = "human",
-    model_dir: Annotated[
-        Optional[Path],
-        typer.Option(
-            help="Model directory (default $UCEINDEX_MODEL_DIR or ~/.cache/uceindex/4layer)."
-        ),
-    ] = None,
-    seed: Annotated[
-        int, typer.Option(help="Seed of the cell sentences; same seed, same embeddings.")
-    ] = 0,
-    layer: Annotated[
-        Optional[str],
-        typer.Option(
-            help="Take counts from this layer instead of searching X, layers['counts'], raw.X."
-        ),
-    ] = None,
-    min_genes: Annotated[
-        int, typer.Option(help="Reject cells with fewer expressed genes known to the model.")
-    ] = 25,
-    device: Annotated[
-        Optional[str], typer.Option(help="cpu, cuda, cuda:1... (default: cuda when available).")
-    ] = None,
-    precision: Annotated[
-        str, typer.Option(help="auto (bf16 on GPU), float32 or bfloat16.")
-    ] = "auto",
-    mode: Annotated[
-        str, typer.Option(help="fast, or reference to reproduce the reference code's padding.")
-    ] = "fast",
-    json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    model_dir: ModelDirOpt = None,
+    seed: SeedOpt = 0,
+    layer: LayerOpt = None,
+    min_genes: MinGenesOpt = 25,
+    device: DeviceOpt = None,
+    precision: PrecisionOpt = "auto",
+    mode: ModeOpt = "fast",
+    json: JsonOpt = False,
 ) -> None:
     """Embed every cell of an .h5ad with UCE; cells that cannot be embedded get a NaN row and a reason."""
     import uceindex

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import typer
 
-from cli import embed, models, species
+from cli import embed, models, serve, species
+from cli import search as search_commands
+from cli import sql as sql_command
 from cli import store as store_commands
 
 app = typer.Typer(
@@ -25,6 +27,12 @@ app.command("embed", epilog=embed.EPILOG)(embed.embed)
 app.command("ingest", epilog=store_commands.INGEST_EPILOG)(store_commands.ingest)
 app.command("datasets", epilog=store_commands.DATASETS_EPILOG)(store_commands.datasets)
 app.command("export", epilog=store_commands.EXPORT_EPILOG)(store_commands.export)
+app.command("serve", epilog=serve.EPILOG)(serve.serve)
+app.command("sql", epilog=sql_command.EPILOG)(sql_command.sql)
+app.command("index", epilog=search_commands.INDEX_EPILOG)(search_commands.index)
+app.command("query", epilog=search_commands.QUERY_EPILOG)(search_commands.query)
+app.command("similar", epilog=search_commands.SIMILAR_EPILOG)(search_commands.similar)
+app.command("match", epilog=search_commands.MATCH_EPILOG)(search_commands.match)
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from cli.options import JsonOpt
 from cli.render import console, handle_errors, print_json, progress_bar
 
 app = typer.Typer(help="Fetch and inspect the official UCE model files.", no_args_is_help=True)
@@ -18,7 +19,6 @@ ModelDirArg = Annotated[
         help="Model directory (default: --model-dir, $UCEINDEX_MODEL_DIR, ~/.cache/uceindex/4layer)."
     ),
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
 @app.command(

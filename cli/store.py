@@ -8,6 +8,17 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from cli.options import (
+    DeviceOpt,
+    JsonOpt,
+    LayerOpt,
+    MinGenesOpt,
+    ModelDirOpt,
+    PrecisionOpt,
+    SeedOpt,
+    StoreOpt,
+    store_uri,
+)
 from cli.render import console, err_console, handle_errors, print_json, progress_bar
 
 INGEST_EPILOG = (
@@ -16,20 +27,6 @@ INGEST_EPILOG = (
 )
 DATASETS_EPILOG = "Example: uceindex datasets --store ./atlas"
 EXPORT_EPILOG = "Example: uceindex export --store ./atlas --dataset pbmc out.h5ad"
-
-StoreOption = Annotated[
-    Optional[str],
-    typer.Option(
-        "--store",
-        help="Store directory or LanceDB URI (default $UCEINDEX_STORE, else ~/.local/share/uceindex/atlas).",
-    ),
-]
-
-
-def _store_uri(store: str | None) -> str:
-    from uceindex.store.store import default_store_uri
-
-    return store or default_store_uri()
 
 
 @handle_errors
@@ -41,14 +38,8 @@ def ingest(
         Optional[str],
         typer.Option(help="Species of the cells, e.g. human, mouse (default: from the file)."),
     ] = None,
-    store: StoreOption = None,
-    model_dir: Annotated[
-        Optional[Path],
-        typer.Option(
-            help="Model directory (default $UCEINDEX_MODEL_DIR or ~/.cache/uceindex/4layer); "
-            "with --embedding-key, names the model that made the embeddings."
-        ),
-    ] = None,
+    store: StoreOpt = None,
+    model_dir: ModelDirOpt = None,
     embedding_key: Annotated[
         Optional[str],
         typer.Option(help="Store obsm[KEY] as the embeddings instead of running the model."),
@@ -60,16 +51,9 @@ def ingest(
     replace: Annotated[
         bool, typer.Option("--replace", help="Replace a data set already in the store.")
     ] = False,
-    seed: Annotated[
-        int, typer.Option(help="Seed of the cell sentences; same seed, same embeddings.")
-    ] = 0,
-    layer: Annotated[
-        Optional[str],
-        typer.Option(help="Take counts from this layer instead of X, layers['counts'], raw.X."),
-    ] = None,
-    min_genes: Annotated[
-        int, typer.Option(help="Reject cells with fewer expressed genes known to the model.")
-    ] = 25,
+    seed: SeedOpt = 0,
+    layer: LayerOpt = None,
+    min_genes: MinGenesOpt = 25,
     min_share: Annotated[
         float,
         typer.Option(help="Refuse a file when fewer of its genes are in the model's vocabulary."),
@@ -78,13 +62,9 @@ def ingest(
         Optional[int],
         typer.Option(help="Cells per commit (default 4096 embedding, 16384 with --embedding-key)."),
     ] = None,
-    device: Annotated[
-        Optional[str], typer.Option(help="cpu, cuda, cuda:1... (default: cuda when available).")
-    ] = None,
-    precision: Annotated[
-        str, typer.Option(help="auto (bf16 on GPU), float32 or bfloat16.")
-    ] = "auto",
-    json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    device: DeviceOpt = None,
+    precision: PrecisionOpt = "auto",
+    json: JsonOpt = False,
 ) -> None:
     """Embed .h5ad files (or take their obsm embeddings) into a store; re-run the same command to resume."""
     from uceindex.ingest import ingest as run_ingest
@@ -93,7 +73,7 @@ def ingest(
         report = run_ingest(
             [str(f) for f in files],
             species=species,
-            store=_store_uri(store),
+            store=store_uri(store),
             model_dir=model_dir,
             embedding_key=embedding_key,
             dataset_id=dataset_id,
@@ -147,13 +127,13 @@ def ingest(
 
 @handle_errors
 def datasets(
-    store: StoreOption = None,
-    json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+    store: StoreOpt = None,
+    json: JsonOpt = False,
 ) -> None:
     """List the data sets in a store, with the model it is bound to."""
     from uceindex.ingest import list_datasets
 
-    data = list_datasets(_store_uri(store))
+    data = list_datasets(store_uri(store))
     if json:
         print_json(data)
         return
@@ -181,13 +161,13 @@ def datasets(
 def export(
     output: Annotated[Path, typer.Argument(help="Where to write the .h5ad.")],
     dataset: Annotated[str, typer.Option("--dataset", help="The data set id to export.")],
-    store: StoreOption = None,
-    json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    store: StoreOpt = None,
+    json: JsonOpt = False,
 ) -> None:
     """Write one data set of a store as .h5ad: its obs columns and obsm['X_uce']."""
     from uceindex.ingest import export as run_export
 
-    summary = run_export(_store_uri(store), dataset, output)
+    summary = run_export(store_uri(store), dataset, output)
     if json:
         print_json(summary)
         return

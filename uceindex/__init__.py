@@ -14,6 +14,7 @@ _EXPORTS = {
     "UCEModel": "uceindex.model.load",
     "load_model": "uceindex.model.load",
     "UceIndexError": "uceindex.errors",
+    "Client": "uceindex.service.client",
 }
 __all__ = ["__version__", *_EXPORTS]
 

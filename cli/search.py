@@ -1,0 +1,325 @@
+"""`uceindex index`, `query`, `similar`, `match`: search the store, annotate and match cells."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from cli.options import StoreOpt, store_uri
+from cli.render import console, handle_errors, print_json, progress_bar
+
+INDEX_EPILOG = "Example: uceindex index --store ./atlas --stats"
+QUERY_EPILOG = (
+    "Example: uceindex query new.h5ad --species human --k 50 --label cell_type "
+    "--out predictions.csv --store ./atlas  (or --embedding-key X_uce; --out pred.h5ad)"
+)
+SIMILAR_EPILOG = "Example: uceindex similar --cell-id pbmc/AAACATACAACCAC-1 --k 20 --store ./atlas"
+MATCH_EPILOG = (
+    "Example: uceindex match mouse.h5ad --species mouse --against human --label cell_type "
+    "--plot match.png --out match.csv --store ./atlas"
+)
+TOP_LABELS = 15  # rows of the query summary table
+
+K = Annotated[int, typer.Option("--k", help="Neighbours per query cell.")]
+Label = Annotated[str, typer.Option(help="Label column of the stored cells to predict.")]
+Where = Annotated[
+    Optional[str],
+    typer.Option(help="SQL filter on the stored cells, e.g. \"tissue = 'lung'\"."),
+]
+EmbeddingKey = Annotated[
+    Optional[str],
+    typer.Option(help="Take the query embeddings from obsm[KEY] instead of running the model."),
+]
+ModelDir = Annotated[
+    Optional[Path],
+    typer.Option(help="The store's model directory (default $UCEINDEX_MODEL_DIR or the cache)."),
+]
+Nprobes = Annotated[
+    Optional[int], typer.Option(help="IVF partitions searched per query (default: by table size).")
+]
+Exact = Annotated[bool, typer.Option("--exact", help="Exact search, ignoring the index.")]
+Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+
+
+@handle_errors
+def index(
+    store: StoreOpt = None,
+    kind: Annotated[
+        str, typer.Option(help="auto (by table size), flat (no index), ivf_flat or ivf_hnsw_sq.")
+    ] = "auto",
+    rebuild: Annotated[
+        bool, typer.Option("--rebuild", help="Retrain the index even if it is fresh.")
+    ] = False,
+    partition_size: Annotated[
+        Optional[int], typer.Option(help="Rows per IVF partition (default: about sqrt(rows)).")
+    ] = None,
+    stats: Annotated[
+        bool,
+        typer.Option("--stats", help="Also measure recall@k on a sample against exact search."),
+    ] = False,
+    k: K = 50,
+    sample: Annotated[int, typer.Option(help="Stored cells used as queries by --stats.")] = 200,
+    json: Json = False,
+) -> None:
+    """Build or refresh the vector index of a store (run it after ingesting); --stats measures its recall."""
+    from uceindex.search.index import index_stats, refresh_index
+    from uceindex.store import Store
+
+    with Store.open(store_uri(store)) as opened:
+        report = refresh_index(opened, kind, rebuild=rebuild, partition_size=partition_size)
+        data = report.as_dict()
+        if stats:
+            data["recall"] = index_stats(opened, k=k, sample=sample).as_dict()
+    if json:
+        print_json(data)
+        return
+    table = Table(title=f"index of {store_uri(store)}", show_header=False)
+    table.add_row("action", f"{data['action']} in {data['seconds']:.1f} s")
+    table.add_row(
+        "kind", data["kind"] + (" (exact search, no index)" if data["kind"] == "flat" else "")
+    )
+    table.add_row("cells", f"{data['n_rows']:,} ({data['unindexed_rows']:,} not in the index)")
+    if data["num_partitions"]:
+        table.add_row("partitions", f"{data['num_partitions']:,}")
+    if data["scalar_indexes_built"]:
+        table.add_row("scalar indexes added", ", ".join(data["scalar_indexes_built"]))
+    if stats:
+        r = data["recall"]
+        settings = ", ".join(f"{k}={v}" for k, v in r["params"].items())
+        table.add_row(
+            f"recall@{r['k']}",
+            f"{r['recall_mean']:.3f} mean, {r['recall_p05']:.3f} 5th percentile, "
+            f"{r['recall_min']:.3f} min over {r['sample']} cells ({settings})",
+        )
+        table.add_row(
+            "ms per query (batched)",
+            f"{r['index_ms_per_query']:.2f} as searched, {r['exact_ms_per_query']:.2f} exact",
+        )
+    console.print(table)
+
+
+@handle_errors
+def query(
+    input: Annotated[Path, typer.Argument(help="The .h5ad of the cells to annotate.")],
+    store: StoreOpt = None,
+    species: Annotated[
+        Optional[str], typer.Option(help="Species of the query cells (needed to embed them).")
+    ] = None,
+    k: K = 50,
+    label: Label = "cell_type",
+    where: Where = None,
+    embedding_key: EmbeddingKey = None,
+    model_dir: ModelDir = None,
+    out: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Write the predictions: .csv, .parquet, or .h5ad (the input with obs columns)."
+        ),
+    ] = None,
+    neighbours: Annotated[
+        bool, typer.Option("--neighbours", help="Also output the neighbour cell ids.")
+    ] = False,
+    nprobes: Nprobes = None,
+    exact: Exact = False,
+    device: Annotated[
+        Optional[str],
+        typer.Option(help="Device to embed on: cpu, cuda... (default: cuda when available)."),
+    ] = None,
+    json: Json = False,
+) -> None:
+    """Predict a label for every cell of an .h5ad from its nearest stored cells; flags novel cells."""
+    from uceindex.io.h5ad import read_h5ad
+    from uceindex.search.annotate import annotate, write_output
+
+    adata = read_h5ad(input)
+    with progress_bar("annotating", quiet=json) as update:
+        frame = annotate(
+            store_uri(store),
+            adata,
+            label=label,
+            k=k,
+            where=where,
+            species=species,
+            embedding_key=embedding_key,
+            model_dir=model_dir,
+            neighbour_ids=neighbours,
+            nprobes=nprobes,
+            exact=exact,
+            device=device,
+            progress=update,
+        )
+    if out is not None:
+        write_output(frame, out, adata=adata, label=label)
+    summary = _query_summary(frame, out)
+    if json:
+        print_json(summary)
+        return
+    title = f"{input.name}: {summary['cells']:,} cells, {label} from k={k} neighbours" + (
+        f" where {where}" if where else ""
+    )
+    table = Table(title=title)
+    for column in ("predicted", "cells", "mean confidence", "novel"):
+        table.add_column(column, justify="left" if column == "predicted" else "right")
+    for row in summary["labels"][:TOP_LABELS]:
+        table.add_row(
+            str(row["predicted"]),
+            f"{row['cells']:,}",
+            f"{row['mean_confidence']:.2f}",
+            f"{row['novel']:,}",
+        )
+    if len(summary["labels"]) > TOP_LABELS:
+        table.add_row(f"... {len(summary['labels']) - TOP_LABELS} more", "", "", "")
+    console.print(table)
+    line = f"novel: {summary['novel']:,} cells (mean neighbour similarity below {summary['novelty_threshold']:.4f})"
+    if summary["not_searched"]:
+        line += f"; {summary['not_searched']:,} cells could not be embedded and have no prediction"
+    console.print(line, highlight=False)
+    if out is not None:
+        console.print(f"wrote {out}", highlight=False)
+
+
+def _query_summary(frame, out) -> dict:
+    searched = frame["predicted"].notna()
+    novel = frame["novel"].fillna(False).astype(bool)
+    groups = (
+        frame[searched]
+        .assign(novel=novel[searched])
+        .groupby("predicted", sort=False)
+        .agg(
+            cells=("confidence", "size"),
+            mean_confidence=("confidence", "mean"),
+            novel=("novel", "sum"),
+        )
+        .sort_values("cells", ascending=False)
+        .reset_index()
+    )
+    return {
+        **frame.attrs,
+        "cells": len(frame),
+        "not_searched": int((~searched).sum()),
+        "novel": int(novel.sum()),
+        "labels": [
+            {k: (int(v) if k in ("cells", "novel") else v) for k, v in row.items()}
+            for row in groups.to_dict("records")
+        ],
+        "output": str(out) if out else None,
+    }
+
+
+@handle_errors
+def similar(
+    cell_id: Annotated[str, typer.Option("--cell-id", help="DATASET/OBS_NAME of a stored cell.")],
+    store: StoreOpt = None,
+    k: K = 20,
+    where: Where = None,
+    nprobes: Nprobes = None,
+    exact: Exact = False,
+    json: Json = False,
+) -> None:
+    """List the stored cells most similar to one stored cell."""
+    from uceindex.search.annotate import similar as find_similar
+
+    frame = find_similar(store_uri(store), cell_id, k, where=where, nprobes=nprobes, exact=exact)
+    if json:
+        print_json(
+            {"cell_id": cell_id, "k": k, "where": where, "neighbours": frame.to_dict("records")}
+        )
+        return
+    table = Table(title=f"cells most similar to {cell_id}" + (f" where {where}" if where else ""))
+    for column in frame.columns:
+        table.add_column(column, justify="right" if column in ("rank", "similarity") else "left")
+    for row in frame.itertuples(index=False):
+        table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row))
+    console.print(table)
+
+
+@handle_errors
+def match(
+    input: Annotated[Path, typer.Argument(help="The .h5ad of the query cells (one species).")],
+    species: Annotated[str, typer.Option(help="Species of the query cells, e.g. mouse.")],
+    against: Annotated[
+        str, typer.Option(help="Species of the stored reference cells, e.g. human.")
+    ],
+    store: StoreOpt = None,
+    label: Label = "cell_type",
+    query_label: Annotated[
+        Optional[str], typer.Option(help="The query's own label column (default: --label).")
+    ] = None,
+    k: K = 50,
+    where: Where = None,
+    embedding_key: EmbeddingKey = None,
+    model_dir: ModelDir = None,
+    out: Annotated[Optional[Path], typer.Option(help="Write the matching table as CSV.")] = None,
+    cells_out: Annotated[
+        Optional[Path], typer.Option(help="Write the per-cell predictions (.csv, .parquet, .h5ad).")
+    ] = None,
+    plot: Annotated[
+        Optional[Path], typer.Option(help="Draw the matching matrix as a PNG heatmap.")
+    ] = None,
+    nprobes: Nprobes = None,
+    exact: Exact = False,
+    device: Annotated[Optional[str], typer.Option(help="Device to embed on.")] = None,
+    json: Json = False,
+) -> None:
+    """Match the labels of query cells of one species to the stored labels of another."""
+    from uceindex.io.h5ad import read_h5ad
+    from uceindex.search.annotate import match as run_match
+    from uceindex.search.annotate import write_output
+
+    adata = read_h5ad(input)
+    with progress_bar("matching", quiet=json) as update:
+        result = run_match(
+            store_uri(store),
+            adata,
+            species=species,
+            against=against,
+            label=label,
+            query_label=query_label,
+            k=k,
+            where=where,
+            embedding_key=embedding_key,
+            model_dir=model_dir,
+            nprobes=nprobes,
+            exact=exact,
+            device=device,
+            progress=update,
+        )
+    if out is not None:
+        result.table.to_csv(out, index=False)
+    if cells_out is not None:
+        write_output(result.cells, cells_out, adata=adata, label=label)
+    if plot is not None:
+        result.plot(plot)
+    if json:
+        print_json(
+            {
+                "species": species,
+                "against": against,
+                "cells": len(result.cells),
+                "table": result.table.to_dict("records"),
+                "outputs": [str(p) for p in (out, cells_out, plot) if p is not None],
+            }
+        )
+        return
+    best = result.table.drop_duplicates("query_label")  # sorted: each label's top match first
+    table = Table(
+        title=f"{input.name}: {species} {query_label or label} -> {against} {label} (k={k})"
+    )
+    for column in ("query label", "best reference label", "share", "mean similarity", "cells"):
+        table.add_column(column, justify="left" if "label" in column else "right")
+    sizes = result.table.groupby("query_label", dropna=False)["n_cells"].sum()
+    for row in best.itertuples(index=False):
+        table.add_row(
+            str(row.query_label),
+            str(row.reference_label),
+            f"{row.share:.2f}",
+            f"{row.mean_similarity:.3f}",
+            f"{int(sizes.get(row.query_label, row.n_cells)):,}",
+        )
+    console.print(table)
+    for path in (out, cells_out, plot):
+        if path is not None:
+            console.print(f"wrote {path}", highlight=False)

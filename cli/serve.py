@@ -1,0 +1,57 @@
+"""`uceindex serve`: the store over HTTP, under uvicorn."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from typing import Annotated
+
+import typer
+
+from cli.options import ModelDirOpt, StoreOpt, store_uri
+from cli.render import err_console, handle_errors
+from uceindex.errors import UceIndexError
+
+EPILOG = "Example: uceindex serve --store ./atlas   (then open http://127.0.0.1:8000/docs)"
+TOKEN_ENV = "UCEINDEX_TOKEN"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class InsecureBind(UceIndexError):
+    """Serving beyond this machine without a token."""
+
+
+@handle_errors
+def serve(
+    store: StoreOpt = None,
+    host: Annotated[
+        str, typer.Option(help="Address to bind; anything but loopback needs $UCEINDEX_TOKEN.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    model_dir: ModelDirOpt = None,
+) -> None:
+    """Serve search, annotate, match and SQL over HTTP (OpenAPI docs at /docs)."""
+    import uvicorn
+
+    from uceindex.service.app import create_app
+
+    token = os.environ.get(TOKEN_ENV) or None
+    if not _is_loopback(host) and token is None:
+        raise InsecureBind(
+            f"refusing to serve on {host} without a token: set {TOKEN_ENV}=<secret> "
+            "(clients send `Authorization: Bearer <secret>`), or bind 127.0.0.1"
+        )
+    uri = store_uri(store)
+    app = create_app(uri, token=token, model_dir=model_dir)
+    err_console.print(
+        f"serving {uri} on http://{host}:{port} (docs at /docs){' with a token' if token else ''}"
+    )
+    uvicorn.run(app, host=host, port=port, log_level="warning")

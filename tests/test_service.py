@@ -1,0 +1,306 @@
+"""The service under a real uvicorn on 127.0.0.1, driven over HTTP."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from uceindex.errors import UceIndexError
+from uceindex.ingest import ingest
+from uceindex.service.client import Client, ServiceCallError
+
+TOKEN = "s3cret-token"
+DIM = 8
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _clusters(n: int, seed: int = 0):
+    """Two well-separated labelled clusters of unit vectors."""
+    rng = np.random.default_rng(seed)
+    centres = np.eye(DIM, dtype=np.float32)[:2] * 3
+    labels = rng.choice(["T cell", "B cell"], n)
+    emb = centres[(labels == "B cell").astype(int)] + rng.normal(scale=0.3, size=(n, DIM)).astype(
+        np.float32
+    )
+    obs = pd.DataFrame(
+        {"cell_type": labels, "tissue": rng.choice(["blood", "lung"], n)},
+        index=[f"c{i}" for i in range(n)],
+    )
+    return obs, emb
+
+
+def _serve(store, env_extra=None, args=()):
+    port = _free_port()
+    env = {**os.environ, **(env_extra or {})}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cli.main",
+            "serve",
+            "--store",
+            str(store),
+            "--port",
+            str(port),
+            *args,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(proc.stderr.read().decode())
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("the service did not start")
+
+
+def _h5ad(path, n: int, seed: int):
+    import anndata as ad
+
+    obs, emb = _clusters(n, seed=seed)
+    adata = ad.AnnData(obs=obs)
+    adata.obsm["emb"] = emb
+    adata.write_h5ad(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("svc")
+    path = tmp / "atlas"
+    ingest(
+        _h5ad(tmp / "blood.h5ad", 300, seed=0),
+        species="human",
+        store=str(path),
+        embedding_key="emb",
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(store):
+    proc, url = _serve(store, {"UCEINDEX_TOKEN": TOKEN})
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture
+def client(server):
+    with Client(server, token=TOKEN) as c:
+        yield c
+
+
+def test_health_needs_no_token(server):
+    body = httpx.get(server + "/health").json()
+    assert body["status"] == "ok" and body["cells"] == 300
+    assert body["model"]["embedding_dim"] == DIM
+
+
+def test_token_refused_and_accepted(server):
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
+        r = httpx.get(server + "/datasets", headers=headers)
+        assert r.status_code == 401 and r.json()["error"]["type"] == "Unauthorized"
+    r = httpx.get(server + "/datasets", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert r.status_code == 200 and r.json()[0]["dataset_id"] == "blood"
+
+
+def test_datasets_and_cells(client):
+    assert [d["dataset_id"] for d in client.datasets()] == ["blood"]
+    cell = client.cell("blood/c7")
+    assert cell["cell_id"] == "blood/c7" and "embedding" not in cell
+    with_vec = client.cell("blood/c7", embedding=True)
+    assert len(with_vec["embedding"]) == DIM
+    with pytest.raises(ServiceCallError) as info:
+        client.cell("blood/nope")
+    assert info.value.status == 404
+
+
+def test_sql(client, store):
+    out = client.sql("SELECT cell_type, count(*) AS n FROM cells GROUP BY 1 ORDER BY 1")
+    obs, _ = _clusters(300)
+    expected = obs["cell_type"].value_counts().sort_index()
+    assert out["columns"] == ["cell_type", "n"]
+    assert out["rows"] == [[k, int(v)] for k, v in expected.items()]
+    limited = client.sql("SELECT cell_id FROM cells", limit=5)
+    assert len(limited["rows"]) == 5 and limited["truncated"]
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "DELETE FROM cells",
+        "COPY cells TO '/tmp/out.csv'",
+        "SELECT * FROM read_csv('/etc/passwd')",
+        "INSTALL httpfs",
+        "ATTACH 'x.db'",
+    ],
+)
+def test_sql_writes_and_file_access_are_refused(client, statement):
+    with pytest.raises(ServiceCallError) as info:
+        client.sql(statement)
+    assert info.value.status == 400
+    assert "/etc" not in str(info.value) or "passwd" in statement
+
+
+def test_malformed_requests_are_json_errors(server):
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    r = httpx.post(server + "/sql", content=b"{not json", headers=headers)
+    assert r.status_code == 422 and r.json()["error"]["type"] == "ValidationError"
+    r = httpx.post(server + "/sql", json={"nosql": 1}, headers=headers)
+    assert r.status_code == 422 and "sql" in r.json()["error"]["message"]
+    r = httpx.get(server + "/nowhere", headers=headers)
+    assert r.status_code == 404 and "Traceback" not in r.text
+
+
+def test_oversized_body_is_refused_before_it_is_read(server):
+    """A 1 TB declared body: answered 413 at once (a raw socket, since no client sends that)."""
+    host, port = server.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(
+            f"POST /sql HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {TOKEN}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {10**12}\r\n\r\n{{}}".encode()
+        )
+        status_line = s.recv(4096).split(b"\r\n")[0]
+    assert b" 413 " in status_line
+
+
+def test_non_loopback_bind_needs_a_token(store):
+    env = {k: v for k, v in os.environ.items() if k != "UCEINDEX_TOKEN"}
+    result = subprocess.run(
+        [sys.executable, "-m", "cli.main", "serve", "--store", str(store), "--host", "0.0.0.0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1 and "without a token" in result.stderr
+
+
+def test_client_reports_an_unreachable_service():
+    with (
+        Client(f"http://127.0.0.1:{_free_port()}") as c,
+        pytest.raises(UceIndexError, match="cannot reach"),
+    ):
+        c.health()
+
+
+def _auth():
+    return {"Authorization": f"Bearer {TOKEN}"}
+
+
+def test_search_by_vectors_and_cell_ids(client):
+    centre_b = np.eye(DIM)[1] * 3
+    out = client.search(vectors=[centre_b], k=10, columns=["cell_type", "tissue"])
+    hits = out["results"][0]
+    assert len(hits) == 10 and all(h["cell_type"] == "B cell" for h in hits)
+    assert hits == sorted(hits, key=lambda h: -h["similarity"])
+    lung = client.search(vectors=[centre_b], k=10, where="tissue = 'lung'", columns=["tissue"])
+    assert all(h["tissue"] == "lung" for h in lung["results"][0])
+    by_id = client.search(cell_ids=["blood/c1", "blood/c2"], k=3)
+    assert [r[0]["cell_id"] for r in by_id["results"]] == ["blood/c1", "blood/c2"]
+
+
+def test_search_limits_and_bad_filters(client):
+    for kwargs, status in (({"k": 5000}, 400), ({"k": 0}, 400), ({"where": "nonsense ((("}, 400)):
+        with pytest.raises(ServiceCallError) as info:
+            client.search(vectors=[np.ones(DIM)], **kwargs)
+        assert info.value.status == status
+    with pytest.raises(ServiceCallError, match="exactly one"):
+        client.search(k=3)
+
+
+def test_annotate_embeddings(client):
+    queries = np.vstack([np.eye(DIM)[0] * 3, np.eye(DIM)[1] * 3])
+    out = client.annotate(queries, k=15, names=["t", "b"])
+    preds = {p["cell"]: p for p in out["predictions"]}
+    assert preds["t"]["predicted"] == "T cell" and preds["b"]["predicted"] == "B cell"
+    assert preds["t"]["confidence"] > 0.9 and out["summary"]["k"] == 15
+
+
+def test_annotate_upload(client, tmp_path):
+    path = _h5ad(tmp_path / "query.h5ad", 40, seed=9)
+    obs, _ = _clusters(40, seed=9)
+    out = client.annotate(path, k=10, embedding_key="emb")
+    predicted = [p["predicted"] for p in out["predictions"]]
+    assert (np.array(predicted) == obs["cell_type"].to_numpy()).mean() > 0.95
+
+
+def test_non_h5ad_upload(server, tmp_path):
+    files = {"file": ("notes.h5ad", b"this is not hdf5", "application/octet-stream")}
+    r = httpx.post(
+        server + "/annotate", files=files, data={"embedding_key": "emb"}, headers=_auth()
+    )
+    assert r.status_code == 400
+    message = r.json()["error"]["message"]
+    assert "notes.h5ad is not a readable .h5ad" in message and "/tmp" not in message
+
+
+def test_match_embeddings(client):
+    queries = np.vstack([np.eye(DIM)[0] * 3] * 3 + [np.eye(DIM)[1] * 3] * 2)
+    out = client.match(
+        queries, species="mouse", against="human", k=10, query_labels=["T", "T", "T", "B", "B"]
+    )
+    table = {(r["query_label"], r["reference_label"]): r["share"] for r in out["table"]}
+    assert table[("T", "T cell")] == 1.0 and table[("B", "B cell")] == 1.0
+    with pytest.raises(ServiceCallError, match="no zebrafish cells"):
+        client.match(queries, species="mouse", against="zebrafish", query_labels=["T"] * 5)
+
+
+def test_answers_during_an_ingest_and_sees_it_after(server, store, tmp_path):
+    """A second data set streams in (a subprocess) while queries keep being answered."""
+    path = _h5ad(tmp_path / "more.h5ad", 20_000, seed=3)
+    before = httpx.get(server + "/health").json()["cells"]
+    ingest = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cli.main",
+            "ingest",
+            str(path),
+            "--species",
+            "human",
+            "--store",
+            str(store),
+            "--embedding-key",
+            "emb",
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    answered = 0
+    while ingest.poll() is None:
+        r = httpx.post(
+            server + "/search",
+            json={"vectors": [list(np.eye(DIM)[0])], "k": 5},
+            headers=_auth(),
+            timeout=30,
+        )
+        assert r.status_code == 200
+        answered += 1
+    assert ingest.returncode == 0, ingest.stderr.read().decode()
+    assert answered >= 1
+    time.sleep(1.2)  # the service moves to a new snapshot at most every second
+    assert httpx.get(server + "/health").json()["cells"] == before + 20_000

@@ -1,0 +1,367 @@
+"""The vector index over `cells.embedding`: which kind, when it is (re)built, how it is searched.
+
+Cosine distance throughout (stored embeddings are unit norm). The rules, measured on
+1280-d synthetic cells on 2 cores (BENCHMARKS.md, "Search"; LanceDB's own figures in
+/work/shared/LANCEDB_NOTES.md):
+
+- Fewer than FLAT_MAX_ROWS cells: no index. Exact search (numpy over one Lance scan,
+  `neighbours.py`) answers a batch of queries about as fast as an index would, with recall
+  1 and nothing to build or keep fresh.
+- From FLAT_MAX_ROWS: IVF_FLAT with about sqrt(n) partitions (Lance's
+  `target_partition_size`, which Lance's `optimize()` keeps when it folds new rows in; a
+  bare `num_partitions` is merged down to a few partitions by the first `optimize()`).
+  Searched with nprobes = max(NPROBES_MIN, NPROBES_SHARE * partitions), scaled with k/50.
+  It stores raw vectors, so distances are exact and a prefilter cannot starve it.
+- IVF_HNSW_SQ is available (`kind="ivf_hnsw_sq"`) but not chosen: similar recall and
+  batch speed here, 10-30x the build time (minutes at 200k cells, most of an hour at 1M).
+- IVF_PQ is never chosen: recall 0.40 at k=50 without refine on this kind of data.
+
+Incremental: rows ingested after the build are searched exactly by Lance (a flat scan of
+the unindexed fragments) until `refresh_index` folds them in with `optimize()`; once they
+reach REBUILD_SHARE of the indexed rows, the partitions are retrained (a full rebuild).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+
+from uceindex.errors import QueryError, StoreError
+
+EMBEDDING = "embedding"  # the vector column of `cells` (store contract)
+INDEX_NAME = "embedding_idx"
+METRIC = "cosine"
+KINDS = ("auto", "flat", "ivf_flat", "ivf_hnsw_sq")
+FLAT_MAX_ROWS = 20_000  # below this, exact search is as fast as an index and needs no build
+MIN_PARTITION_ROWS = 256  # rows per IVF partition: about sqrt(n), never fewer than this
+MAX_PARTITION_ROWS = 8_192  # ... nor more (Lance's own default size for IVF_FLAT)
+KMEANS_SAMPLE_RATE = 64  # training vectors per partition (Lance: 256, 4x the k-means work)
+KMEANS_ITERATIONS = 20  # Lance: 50. Both cut the 200k build from 77 to 58 s, same recall
+NPROBES_MIN = 20  # partitions searched per query, at least...
+NPROBES_SHARE = 0.03  # ... or this share of the partitions, whichever is more (k = 50)
+NPROBES_K = 50  # nprobes grows in proportion to k above this
+HNSW_M = 20  # graph degree of IVF_HNSW_SQ (Lance default)
+HNSW_EF_CONSTRUCTION = 150
+HNSW_EF_MIN = 200  # search breadth; at least 3 k as well (ef >= k * refine_factor, notes)
+REBUILD_SHARE = 0.5  # retrain the partitions when new rows reach this share of the indexed
+BITMAP_COLUMNS = ("dataset_id", "species", "cell_type", "tissue", "assay", "disease", "sex")
+BTREE_COLUMNS = ("cell_id",)  # `similar` looks cells up by id
+
+
+@dataclass(frozen=True)
+class IndexPlan:
+    """What to build: kind, and for IVF the rows per partition (about sqrt(n))."""
+
+    kind: str  # flat (no index), ivf_flat or ivf_hnsw_sq
+    partition_rows: int | None = None
+
+    def config(self):
+        """The lancedb index config object."""
+        from lancedb.index import IvfFlat, IvfHnswSq
+
+        if self.kind == "ivf_flat":
+            return IvfFlat(
+                distance_type=METRIC,
+                target_partition_size=self.partition_rows,
+                sample_rate=KMEANS_SAMPLE_RATE,
+                max_iterations=KMEANS_ITERATIONS,
+            )
+        if self.kind == "ivf_hnsw_sq":
+            return IvfHnswSq(distance_type=METRIC, m=HNSW_M, ef_construction=HNSW_EF_CONSTRUCTION)
+        raise ValueError(f"no index config for kind {self.kind!r}")
+
+
+@dataclass(frozen=True)
+class IndexState:
+    """The index of `cells` as it is now. kind is "flat" when there is no vector index."""
+
+    kind: str
+    n_rows: int
+    indexed_rows: int
+    unindexed_rows: int
+    num_partitions: int | None
+    version: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SearchParams:
+    """How one search runs: exact (kind flat) or through the index with these settings."""
+
+    kind: str
+    nprobes: int | None = None
+    ef: int | None = None
+    refine_factor: int | None = None
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass
+class IndexReport:
+    """What `refresh_index` did."""
+
+    action: str  # built, rebuilt, refreshed, up to date, not needed, dropped
+    state: IndexState
+    seconds: float
+    scalar_indexes: list[str]
+
+    def as_dict(self) -> dict:
+        return {
+            "action": self.action,
+            **self.state.as_dict(),
+            "seconds": round(self.seconds, 3),
+            "scalar_indexes_built": self.scalar_indexes,
+        }
+
+
+def partition_rows(n_rows: int) -> int:
+    """Rows per IVF partition for a table of n_rows: sqrt(n), within the bounds above."""
+    return int(min(MAX_PARTITION_ROWS, max(MIN_PARTITION_ROWS, round(math.sqrt(max(n_rows, 1))))))
+
+
+def plan_index(n_rows: int, kind: str = "auto", partition_size: int | None = None) -> IndexPlan:
+    """The index for a table of n_rows: `kind="auto"` applies the rules of the module
+    docstring; any other kind is taken as given. partition_size overrides the rows per
+    IVF partition."""
+    if kind not in KINDS:
+        raise QueryError(f"index kind must be one of {', '.join(KINDS)}; got {kind!r}")
+    if kind == "auto":
+        kind = "flat" if n_rows < FLAT_MAX_ROWS else "ivf_flat"
+    if kind == "flat":
+        return IndexPlan("flat")
+    if partition_size is not None and partition_size < 1:
+        raise QueryError(f"partition size must be a positive number of rows, got {partition_size}")
+    return IndexPlan(kind, partition_size or partition_rows(n_rows))
+
+
+def _vector_index(table):
+    for config in table.list_indices():
+        if EMBEDDING in config.columns and config.name == INDEX_NAME:
+            return config
+    for config in table.list_indices():  # an index built by hand, under another name
+        if EMBEDDING in config.columns and "ivf" in config.index_type.lower():
+            return config
+    return None
+
+
+def _num_partitions(table, name: str) -> int | None:
+    """From Lance's index statistics (pylance); None when they cannot be read."""
+    os.environ.setdefault("LANCE_INCLUDE_VECTOR_CENTROIDS", "false")  # counts, not 1000s of vectors
+    try:
+        stats = table.to_lance().stats.index_stats(name)
+        return int(sum(part["num_partitions"] for part in stats["indices"]))
+    except Exception:  # an index kind or pylance version without these statistics
+        return None
+
+
+_STATES: dict[tuple, IndexState] = {}  # (table uri, version) -> state; a version never changes
+
+
+def describe_index(table) -> IndexState:
+    """The vector index of the `cells` table `table` (a lancedb Table), cached per version."""
+    key = (getattr(table, "_dataset_uri", None) or id(table), table.version)
+    if key in _STATES:
+        return _STATES[key]
+    n = table.count_rows()
+    config = _vector_index(table)
+    if config is None:
+        state = IndexState("flat", n, 0, n, None, table.version)
+    else:
+        stats = table.index_stats(config.name)
+        state = IndexState(
+            kind=stats.index_type.lower(),
+            n_rows=n,
+            indexed_rows=int(stats.num_indexed_rows),
+            unindexed_rows=int(stats.num_unindexed_rows),
+            num_partitions=_num_partitions(table, config.name),
+            version=table.version,
+        )
+    if len(_STATES) > 256:
+        _STATES.clear()
+    _STATES[key] = state
+    return state
+
+
+def search_params(
+    state: IndexState,
+    k: int,
+    *,
+    n_reference: int | None = None,
+    exact: bool = False,
+    nprobes: int | None = None,
+    ef: int | None = None,
+    refine_factor: int | None = None,
+) -> SearchParams:
+    """The settings a search of k neighbours uses on an index in `state`; each given value
+    overrides the rule. Exact search (kind "flat") when exact=True, when there is no index,
+    or when a filter leaves fewer than FLAT_MAX_ROWS cells (n_reference): an exact scan of
+    those few is faster than the index and never misses one."""
+    small = n_reference is not None and n_reference < FLAT_MAX_ROWS
+    if exact or state.kind == "flat" or small:
+        return SearchParams("flat")
+    scale = max(1.0, k / NPROBES_K)
+    if "hnsw" in state.kind:
+        ef = ef or max(HNSW_EF_MIN, 3 * k * (refine_factor or 1))
+        if ef < k * (refine_factor or 1):
+            raise QueryError(f"ef ({ef}) must be at least k * refine_factor")
+        return SearchParams(state.kind, nprobes=nprobes, ef=ef, refine_factor=refine_factor)
+    if nprobes is None:
+        parts = state.num_partitions or round(
+            state.indexed_rows / partition_rows(state.indexed_rows)
+        )
+        nprobes = math.ceil(max(NPROBES_MIN, NPROBES_SHARE * parts) * scale)
+    if nprobes < 1:
+        raise QueryError(f"nprobes must be at least 1, got {nprobes}")
+    if state.kind.endswith("_pq") and refine_factor is None:
+        refine_factor = 10  # an index built by hand: PQ distances alone lose most neighbours
+    return SearchParams(state.kind, nprobes=nprobes, refine_factor=refine_factor)
+
+
+def cells_table(store):
+    """`store.cells`, or StoreError when the store holds no cells yet."""
+    table = store.cells
+    if table is None or table.count_rows() == 0:
+        raise StoreError(
+            f"the store at {store.uri} has no cells yet: ingest a data set first "
+            "(uceindex ingest FILE --species ... --store ...)"
+        )
+    return table
+
+
+def _scalar_indexes(table) -> list[str]:
+    """BITMAP indexes on the usual filter columns and a BTREE on cell_id, where missing.
+    They make prefilters (--where) and id look-ups faster (LANCEDB_NOTES: 1.3-2x)."""
+    import pyarrow as pa
+    from lancedb.index import Bitmap, BTree
+
+    have = {c for config in table.list_indices() for c in config.columns}
+    built = []
+    schema = table.schema
+    for columns, config in ((BTREE_COLUMNS, BTree), (BITMAP_COLUMNS, Bitmap)):
+        for name in columns:
+            if name in have or name not in schema.names:
+                continue
+            if not pa.types.is_string(schema.field(name).type):
+                continue
+            table.create_index(name, config=config())
+            built.append(name)
+    return built
+
+
+def refresh_index(
+    store, kind: str = "auto", *, rebuild: bool = False, partition_size: int | None = None
+) -> IndexReport:
+    """Bring the vector index of `store.cells` up to date; returns what was done.
+
+    No index yet: build the planned one (nothing for a table below FLAT_MAX_ROWS). An
+    index with new rows: fold them in with Lance's `optimize()` (which also compacts small
+    fragments), or retrain it when they reach REBUILD_SHARE of the indexed rows, when
+    rebuild=True, or when another kind is asked for. kind="flat" drops the index.
+    Scalar indexes on filter columns are added where missing. Safe to run again: with
+    nothing new it does nothing. The store is refreshed to the new version."""
+    from uceindex.store.store import retry_commit
+
+    started = time.perf_counter()
+    table = cells_table(store)
+    state = describe_index(table)
+    plan_index(state.n_rows, kind, partition_size)  # checks the arguments
+    scalar = _scalar_indexes(table)
+    current = state.kind
+    if kind == "flat":
+        action = "not needed"
+        if current != "flat":
+            table.drop_index(_vector_index(table).name)
+            action = "dropped"
+    elif current == "flat":
+        plan = plan_index(state.n_rows, kind, partition_size)
+        action = "not needed"
+        if plan.kind != "flat":
+            table.create_index(EMBEDDING, config=plan.config(), name=INDEX_NAME, replace=True)
+            action = "built"
+    else:  # an index exists: keep its kind unless another is asked for
+        plan = plan_index(state.n_rows, current if kind == "auto" else kind, partition_size)
+        stale = state.unindexed_rows >= REBUILD_SHARE * max(state.indexed_rows, 1)
+        if rebuild or plan.kind != current or stale:
+            table.create_index(EMBEDDING, config=plan.config(), name=INDEX_NAME, replace=True)
+            action = "rebuilt"
+        elif state.unindexed_rows == 0:
+            action = "up to date"
+        else:
+            retry_commit(table.optimize)  # folds new rows into the partitions, compacts
+            action = "refreshed"
+    store.refresh()
+    return IndexReport(action, describe_index(store.cells), time.perf_counter() - started, scalar)
+
+
+@dataclass
+class RecallReport:
+    """Recall@k of the searches the store runs now, against exact search, on a sample."""
+
+    k: int
+    sample: int
+    recall_mean: float
+    recall_min: float
+    recall_p05: float
+    params: SearchParams
+    index_ms_per_query: float
+    exact_ms_per_query: float
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["params"] = self.params.as_dict()
+        for key in ("recall_mean", "recall_min", "recall_p05"):
+            d[key] = round(d[key], 4)
+        for key in ("index_ms_per_query", "exact_ms_per_query"):
+            d[key] = round(d[key], 3)
+        return d
+
+
+def index_stats(
+    store, *, k: int = 50, sample: int = 200, seed: int = 0, **overrides
+) -> RecallReport:
+    """Measure recall@k: `sample` stored cells (seeded) are searched through the index as
+    queries run (`search_params`, with `overrides` such as nprobes=) and exactly, for k + 1
+    neighbours of which the cell itself is dropped (it would be a free hit); recall of a
+    cell = share of its exact k neighbours that the index search returned. Both searches
+    are batched; the timings are per query inside the batch. With no index, recall is 1."""
+    import numpy as np
+
+    from uceindex.search.neighbours import knn, sample_cells  # neighbours builds on this module
+
+    table = cells_table(store)
+    state = describe_index(table)
+    if k >= state.n_rows:
+        raise QueryError(
+            f"k = {k} but the store holds only {state.n_rows} cells, the sampled one "
+            "included: lower k"
+        )
+    ids, vectors = sample_cells(table, sample, seed=seed)
+    params = search_params(state, k, **overrides)
+    started = time.perf_counter()
+    found = knn(table, vectors, k + 1, params=params)
+    index_s = time.perf_counter() - started
+    started = time.perf_counter()
+    truth = knn(table, vectors, k + 1, params=SearchParams("flat"))
+    exact_s = time.perf_counter() - started
+
+    def others(result, i: int) -> list:
+        return [c for c in result.cell_id[i][result.valid[i]] if c != ids[i]][:k]
+
+    recall = np.array(
+        [len(set(others(found, i)) & set(others(truth, i))) / k for i in range(len(ids))]
+    )
+    return RecallReport(
+        k=k,
+        sample=len(ids),
+        recall_mean=float(recall.mean()),
+        recall_min=float(recall.min()),
+        recall_p05=float(np.quantile(recall, 0.05)),
+        params=params,
+        index_ms_per_query=1000 * index_s / len(ids),
+        exact_ms_per_query=1000 * exact_s / len(ids),
+    )

@@ -1,0 +1,363 @@
+"""The endpoints. Each parses its request, calls the library once, and shapes the answer."""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from fastapi import APIRouter, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from starlette.concurrency import run_in_threadpool
+
+from uceindex import __version__
+from uceindex.errors import InputDataError, QueryError
+from uceindex.service import shapes
+from uceindex.service.app import NotFound, TooLarge, require
+from uceindex.store.store import sql_string
+
+public = APIRouter()
+private = APIRouter()
+
+
+def _store(request: Request):
+    return request.app.state.view.get()
+
+
+def _plain(value):
+    """JSON-safe: NaN and inf become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _record(row: dict) -> dict:
+    return {k: _plain(v) for k, v in row.items()}
+
+
+@public.get("/health", response_model=shapes.Health, tags=["store"])
+def health(request: Request):
+    """Liveness and what the store holds; needs no token."""
+    store = _store(request)
+    return {
+        "status": "ok",
+        "version": __version__,
+        "cells": store.count(),
+        "model": store.model_info(),
+    }
+
+
+@private.get("/datasets", response_model=list[shapes.Dataset], tags=["store"])
+def datasets(request: Request):
+    """One entry per ingested file, oldest first."""
+    frame = _store(request).datasets()
+    return [_record(r) for r in frame.to_dict(orient="records")]
+
+
+@private.get("/cells/{cell_id:path}", tags=["store"], response_model=dict)
+def cell(request: Request, cell_id: str, embedding: bool = False):
+    """One stored cell's metadata (and its embedding with ?embedding=true)."""
+    store = _store(request)
+    if store.cells is None:
+        raise NotFound(f"no cell {cell_id!r}: the store holds no cells yet")
+    columns = [c for c in store.cells.schema.names if embedding or c != "embedding"]
+    rows = (
+        store.cells.search()
+        .where(f"cell_id = {sql_string(cell_id)}")
+        .select(columns)
+        .limit(1)
+        .to_list()
+    )
+    if not rows:
+        raise NotFound(f"no cell {cell_id!r} in the store")
+    row = _record(rows[0])
+    if embedding:
+        row["embedding"] = [float(x) for x in row["embedding"]]
+    return row
+
+
+def _sql_session(request: Request):
+    """One read-only SQL session per store snapshot: a new one once an ingest has committed."""
+    from uceindex.sql import SqlSession
+
+    state = request.app.state
+    store = _store(request)
+    versions = store.versions()
+    with state.sql_lock:
+        cached = getattr(state, "sql", None)
+        if cached is None or cached[0] != versions:
+            # The old session is not closed here: a request may still be using it.
+            limits = state.limits
+            state.sql = (
+                versions,
+                SqlSession(store, timeout_s=limits.sql_timeout_s, max_rows=limits.max_rows),
+            )
+        return state.sql[1]
+
+
+@private.post("/sql", response_model=shapes.SqlResponse, tags=["sql"])
+def sql(request: Request, body: shapes.SqlRequest):
+    """A read-only SQL statement over the views cells, datasets, rejects (DuckDB)."""
+    limits = request.app.state.limits
+    limit = min(body.limit or limits.max_rows, limits.max_rows)
+    result = _sql_session(request).execute(body.sql, limit=limit)
+    rows = [[_plain(v) for v in row] for row in result.rows()]
+    return jsonable_encoder(
+        {
+            "columns": result.columns,
+            "rows": rows,
+            "truncated": result.truncated,
+            "elapsed_s": result.elapsed_s,
+        }
+    )
+
+
+def _check_k(request: Request, k: int, n_queries: int) -> None:
+    limits = request.app.state.limits
+    require(1 <= k <= limits.max_k, f"k must be between 1 and {limits.max_k}")
+    require(
+        n_queries <= limits.max_queries, f"at most {limits.max_queries:,} query cells per request"
+    )
+
+
+def _rows(frame: pd.DataFrame, index: str | None = None) -> list[dict]:
+    """Records of a frame, its index first as column `index` when named; NA becomes null."""
+    if index:
+        frame = frame.rename_axis(index).reset_index()
+    frame = frame.astype(object).where(frame.notna(), None)
+    return [_record(r) for r in frame.to_dict(orient="records")]
+
+
+@private.post("/search", response_model=shapes.SearchResponse, tags=["search"])
+def search(request: Request, body: shapes.SearchRequest):
+    """The k most similar stored cells of each query vector or stored cell, within `where`."""
+    from uceindex.search.index import cells_table
+    from uceindex.search.neighbours import cell_vector, knn
+
+    require(
+        (body.vectors is None) != (body.cell_ids is None), "give exactly one of vectors or cell_ids"
+    )
+    queries = body.vectors if body.vectors is not None else body.cell_ids
+    _check_k(request, body.k, len(queries))
+    require(len(queries) > 0, "no query vectors or cell ids given")
+    cells = cells_table(_store(request))
+    vectors = (
+        body.vectors
+        if body.vectors is not None
+        else np.stack([cell_vector(cells, c) for c in body.cell_ids])
+    )
+    found = knn(cells, vectors, body.k, where=body.where, columns=body.columns)
+    results = []
+    for i in range(found.cell_id.shape[0]):
+        keep = np.flatnonzero(found.valid[i])
+        results.append(
+            [
+                _record(
+                    {
+                        "cell_id": found.cell_id[i, j],
+                        "similarity": float(found.similarity[i, j]),
+                        **{c: found.columns[c][i, j] for c in body.columns if c != "cell_id"},
+                    }
+                )
+                for j in keep
+            ]
+        )
+    return jsonable_encoder(
+        {"results": results, "search": found.params.as_dict() if found.params else {}}
+    )
+
+
+def _model(request: Request):
+    """The model for embedding uploads, loaded once per service."""
+    from uceindex.model.load import UCEModel
+
+    state = request.app.state
+    with state.model_lock:
+        if getattr(state, "model", None) is None:
+            state.model = UCEModel(state.model_dir)
+        return state.model
+
+
+async def _upload(request: Request):
+    """The multipart upload (field `file`, an .h5ad) as AnnData, plus the form's fields."""
+    from uceindex.io.h5ad import read_h5ad
+
+    limits = request.app.state.limits
+    form = await request.form()
+    upload = form.get("file")
+    require(
+        upload is not None and hasattr(upload, "read"),
+        "send the .h5ad as multipart form field `file`",
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "upload.h5ad"
+        size = 0
+        with open(path, "wb") as out:
+            while chunk := await upload.read(1 << 20):
+                size += len(chunk)
+                if size > limits.max_upload_bytes:
+                    raise TooLarge(f"upload over the limit of {limits.max_upload_bytes:,} bytes")
+                out.write(chunk)
+        try:
+            adata = read_h5ad(path)
+        except InputDataError:
+            raise InputDataError(
+                f"{upload.filename or 'the upload'} is not a readable .h5ad file"
+            ) from None
+    fields = {k: v for k, v in form.items() if k != "file"}
+    return adata, fields
+
+
+def _form_int(fields: dict, name: str, default: int) -> int:
+    value = fields.get(name)
+    try:
+        return int(value) if value not in (None, "") else default
+    except ValueError:
+        raise QueryError(f"form field {name} must be a whole number") from None
+
+
+def _is_multipart(request: Request) -> bool:
+    return request.headers.get("content-type", "").startswith("multipart/form-data")
+
+
+def _json_or_upload(model) -> dict:
+    """OpenAPI for a body that is either `model` as JSON or an .h5ad upload (field `file`)."""
+    upload = {
+        "type": "object",
+        "properties": {"file": {"type": "string", "format": "binary"}},
+        "required": ["file"],
+    }
+    return {
+        "requestBody": {
+            "content": {
+                "application/json": {"schema": model.model_json_schema()},
+                "multipart/form-data": {"schema": upload},
+            }
+        }
+    }
+
+
+@private.post(
+    "/annotate",
+    response_model=shapes.AnnotateResponse,
+    tags=["search"],
+    openapi_extra=_json_or_upload(shapes.AnnotateRequest),
+)
+async def annotate(request: Request):
+    """Per-cell label predictions from the k nearest labelled stored cells.
+
+    JSON (AnnotateRequest: embeddings) or multipart: `file` (.h5ad) with form fields k,
+    label, where, species, embedding_key (without it the cells are embedded with the
+    store's model)."""
+    from uceindex.search import annotate as annotating
+
+    if _is_multipart(request):
+        adata, fields = await _upload(request)
+        k = _form_int(fields, "k", 50)
+        _check_k(request, k, adata.n_obs)
+        frame = await run_in_threadpool(
+            annotating.annotate,
+            _store(request),
+            adata,
+            k=k,
+            label=fields.get("label") or "cell_type",
+            where=fields.get("where") or None,
+            species=fields.get("species") or None,
+            embedding_key=fields.get("embedding_key") or None,
+            model=None if fields.get("embedding_key") else _model(request),
+        )
+    else:
+        body = shapes.AnnotateRequest.model_validate(await _json(request))
+        _check_k(request, body.k, len(body.embeddings))
+        frame = await run_in_threadpool(
+            annotating.annotate,
+            _store(request),
+            np.asarray(body.embeddings, dtype=np.float32),
+            k=body.k,
+            label=body.label,
+            where=body.where,
+            neighbour_ids=body.neighbour_ids,
+        )
+        if body.names:
+            require(len(body.names) == len(frame), "names must have one entry per embedding")
+            frame.index = pd.Index(body.names)
+    summary = {k: v for k, v in frame.attrs.items() if k != "store"}
+    summary["predicted_counts"] = frame["predicted"].value_counts().to_dict()
+    return jsonable_encoder({"predictions": _rows(frame, "cell"), "summary": summary})
+
+
+@private.post(
+    "/match",
+    response_model=shapes.MatchResponse,
+    tags=["search"],
+    openapi_extra=_json_or_upload(shapes.MatchRequest),
+)
+async def match(request: Request):
+    """Cross-species matching: query cells of one species vs stored cells of `against`.
+
+    JSON (MatchRequest) or multipart: `file` (.h5ad) with form fields species, against,
+    label, query_label, k, where, embedding_key."""
+    import anndata
+
+    from uceindex.search import annotate as annotating
+
+    if _is_multipart(request):
+        adata, fields = await _upload(request)
+        require(
+            bool(fields.get("species")) and bool(fields.get("against")),
+            "form fields species and against are required",
+        )
+        k = _form_int(fields, "k", 50)
+        _check_k(request, k, adata.n_obs)
+        result = await run_in_threadpool(
+            annotating.match,
+            _store(request),
+            adata,
+            species=fields["species"],
+            against=fields["against"],
+            label=fields.get("label") or "cell_type",
+            query_label=fields.get("query_label") or None,
+            k=k,
+            where=fields.get("where") or None,
+            embedding_key=fields.get("embedding_key") or None,
+            model=None if fields.get("embedding_key") else _model(request),
+        )
+    else:
+        body = shapes.MatchRequest.model_validate(await _json(request))
+        _check_k(request, body.k, len(body.embeddings))
+        require(
+            len(body.query_labels) == len(body.embeddings),
+            "query_labels must have one entry per embedding",
+        )
+        adata = anndata.AnnData(
+            obs=pd.DataFrame(
+                {"query_label": body.query_labels},
+                index=[str(i) for i in range(len(body.embeddings))],
+            )
+        )
+        adata.obsm["embedding"] = np.asarray(body.embeddings, dtype=np.float32)
+        result = await run_in_threadpool(
+            annotating.match,
+            _store(request),
+            adata,
+            species=body.species,
+            against=body.against,
+            label=body.label,
+            query_label="query_label",
+            k=body.k,
+            where=body.where,
+            embedding_key="embedding",
+        )
+    return jsonable_encoder({"cells": _rows(result.cells, "cell"), "table": _rows(result.table)})
+
+
+async def _json(request: Request):
+    try:
+        return await request.json()
+    except ValueError:
+        raise RequestValidationError(
+            [{"loc": ("body",), "msg": "the body is not valid JSON", "type": "json"}]
+        ) from None

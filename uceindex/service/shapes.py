@@ -1,0 +1,86 @@
+"""Request and response shapes of the HTTP API (pydantic), exported to schemas/openapi.json."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+    cells: int
+    model: dict | None
+
+
+class Dataset(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    dataset_id: str
+    species: str | None = None
+    status: str | None = None
+    n_cells: int | None = None
+
+
+class SqlRequest(BaseModel):
+    sql: str
+    limit: int | None = None
+
+
+class SqlResponse(BaseModel):
+    columns: list[str]
+    rows: list[list]
+    truncated: bool
+    elapsed_s: float
+
+
+class SearchRequest(BaseModel):
+    vectors: list[list[float]] | None = None
+    cell_ids: list[str] | None = None
+    k: int = 50
+    where: str | None = None
+    columns: list[str] = []
+
+
+class Neighbour(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    cell_id: str
+    similarity: float
+
+
+class SearchResponse(BaseModel):
+    results: list[list[Neighbour]]
+    search: dict
+
+
+class AnnotateRequest(BaseModel):
+    """Embeddings as JSON; to annotate an .h5ad, POST it as multipart form field `file`."""
+
+    embeddings: list[list[float]]
+    names: list[str] | None = None
+    k: int = 50
+    label: str = "cell_type"
+    where: str | None = None
+    neighbour_ids: bool = False
+
+
+class AnnotateResponse(BaseModel):
+    predictions: list[dict]
+    summary: dict
+
+
+class MatchRequest(BaseModel):
+    """Embeddings and their own labels as JSON; or an .h5ad as multipart field `file`."""
+
+    embeddings: list[list[float]]
+    query_labels: list[str | None]
+    species: str
+    against: str
+    k: int = 50
+    label: str = "cell_type"
+    where: str | None = None
+
+
+class MatchResponse(BaseModel):
+    cells: list[dict]
+    table: list[dict]
