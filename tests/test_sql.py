@@ -265,7 +265,7 @@ def test_row_limit(store):
         assert result.num_rows == 100 and result.truncated
         assert result.rows()[0] == ("ds0/cell0",)
         assert sql.execute("SELECT cell_id FROM cells", limit=10).num_rows == 10
-        counted = sql.execute("SELECT cell_id FROM cells", count_rest=True)
+        counted = sql.execute("SELECT cell_id FROM cells -- all of them", count_rest=True)
         assert counted.more_rows == 1400
         described = sql.execute("DESCRIBE cells", limit=2, count_rest=True)
         assert described.num_rows == 2 and described.more_rows == len(sql.schema("cells")) - 2

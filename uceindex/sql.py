@@ -256,11 +256,13 @@ class SqlSession:
         more = None
         if count_rest:
             more = 0
-            if run.truncated:
-                with self._run(
-                    f"SELECT count(*) FROM ({run.statement}) AS rows_counted", None
-                ) as c:
-                    more = next(iter(c)).column(0)[0].as_py() - table.num_rows
+            if run.truncated:  # newlines: the statement may end in a -- comment
+                count = f"SELECT count(*) FROM (\n{run.statement}\n) AS rows_counted"
+                try:
+                    with self._run(count, None) as counted:
+                        more = next(iter(counted)).column(0)[0].as_py() - table.num_rows
+                except QueryError:  # a statement that cannot be a subquery: not counted
+                    more = None
         return SqlResult(table, run.truncated, more, time.perf_counter() - started)
 
     def export(self, sql: str, out, fmt: str, *, limit: int | None = None) -> Exported:
