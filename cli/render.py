@@ -73,7 +73,8 @@ def progress_bar(description: str, unit: str = "cells", quiet: bool = False) -> 
         share = done / total if total else 1.0
         if share >= state["next"] or done == total:
             err_console.print(
-                f"{state['label']}: {done:,}/{total:,} {unit} {_rate(done, state['started'], unit)}", highlight=False
+                f"{state['label']}: {done:,}/{total:,} {unit} {_rate(done, state['started'], unit)}",
+                highlight=False,
             )
             state["next"] = share + 0.1
 

@@ -10,5 +10,13 @@ def test_schemas_openapi_is_current():
 
 def test_every_route_is_in_the_document():
     paths = openapi.document()["paths"]
-    assert {"/health", "/datasets", "/cells/{cell_id}", "/search", "/annotate", "/match", "/sql"} <= set(paths)
+    assert {
+        "/health",
+        "/datasets",
+        "/cells/{cell_id}",
+        "/search",
+        "/annotate",
+        "/match",
+        "/sql",
+    } <= set(paths)
     assert "multipart/form-data" in paths["/annotate"]["post"]["requestBody"]["content"]
