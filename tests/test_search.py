@@ -91,21 +91,24 @@ def test_small_store_needs_no_index_but_gets_scalar_indexes(atlas):
 
 def test_plan_follows_table_size():
     assert uindex.plan_index(uindex.FLAT_MAX_ROWS - 1).kind == "flat"
+    assert uindex.plan_index(200_000).partition_rows == 447  # sqrt(n)
     big = uindex.plan_index(1_000_000)
-    assert big.kind == "ivf_flat" and big.partition_rows == 1000
+    assert big.kind == "ivf_flat" and big.partition_rows == uindex.MAX_PARTITION_ROWS
     assert uindex.plan_index(10, "ivf_hnsw_sq").kind == "ivf_hnsw_sq"
     with pytest.raises(QueryError, match="index kind"):
         uindex.plan_index(10, "ivf_pq")
-    state = uindex.IndexState("ivf_flat", 10**6, 10**6, 0, 1000, 1)
-    assert uindex.search_params(state, 50).nprobes == 30
-    assert uindex.search_params(state, 100).nprobes == 60  # grows with k
+    mid = uindex.IndexState("ivf_flat", 200_000, 200_000, 0, 447, 1)
+    assert uindex.search_params(mid, 50).nprobes == 12  # 12 sqrt(n) rows of 447-row partitions
+    state = uindex.IndexState("ivf_flat", 10**6, 10**6, 0, 244, 1)
+    assert uindex.search_params(state, 50).nprobes == 3
+    assert uindex.search_params(state, 100).nprobes == 6  # grows with k
     assert uindex.search_params(state, 50, n_reference=500).kind == "flat"  # tiny filter: exact
 
 
 def test_ivf_recall_refresh_and_rebuild(tmp_path):
     uri = tmp_path / "atlas"
     rng = np.random.default_rng(3)
-    c = 0.1 * centres(n=40)  # clusters overlapping: neighbours spread over partitions
+    c = 0.5 * centres(n=40)  # clusters touching: neighbours spread over a few partitions
     x, labels = cells(rng, 3000, np.arange(40), c)
     write_dataset(uri, "first", x, labels)
     with Store.open(uri) as store:

@@ -121,7 +121,7 @@ def _empty(n: int, k: int, columns):
 
 
 def _lance_search(table, q, k, where, select, params: SearchParams, adaptive: bool):
-    """One Lance search call for the query block q; the (n, k) arrays of its results."""
+    """One Lance search call for the block of query vectors q (arrow table of its hits)."""
     query = (
         table.search(q, vector_column_name=EMBEDDING).distance_type(METRIC).select(select).limit(k)
     )
@@ -144,7 +144,7 @@ def _lance_search(table, q, k, where, select, params: SearchParams, adaptive: bo
 def _indexed(table, q, k, where, columns, params: SearchParams, progress):
     """Fixed nprobes for every query, then once more for the queries that found fewer rows
     than the (filtered) table holds, letting Lance probe further partitions
-    (minimum_nprobes + maximum_nprobes(0)). That adaptive mode is 3-7x slower per query in
+    (minimum_nprobes + maximum_nprobes(0)). That adaptive mode is 5-8x slower per query in
     a batch, so it is kept for the few that need it; a fixed nprobes alone starves under a
     selective filter (notes), or when the probed partitions are small."""
     n = len(q)
