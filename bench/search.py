@@ -310,31 +310,15 @@ def bench_faiss_ivf(x, names, q, truth, workdir: Path, n_single: int) -> dict:
         sweep.append({"nprobe": nprobe, "recall": recall(idx, truth)})
     best = cheapest(sweep)
     index.nprobe = best["nprobe"]
-    rate = vote_rate(lambda b: index.search(b, K), q, names)
-    faiss.omp_set_num_threads(1)
-    p50 = p50_ms(lambda b: index.search(b, K), q[:n_single])
-    faiss.omp_set_num_threads(THREADS)
-    path = workdir / "faiss_ivf.index"
-    faiss.write_index(index, str(path))
-    size = path.stat().st_size
-    path.unlink()
-    return {
-        "engine": "faiss IVF-Flat",
-        "n": n,
-        "setting": f"nlist={nlist} nprobe={best['nprobe']}",
-        "build_s": t_build.seconds,
-        "bytes_per_cell": size / n,
-        "recall": best["recall"],
-        "batch_qps": rate,
-        "p50_ms": p50,
-        "sweep": sweep,
-    }
+    setting = f"nlist={nlist} nprobe={best['nprobe']}"
+    return faiss_figures(
+        index, "faiss IVF-Flat", setting, t_build.seconds, best, sweep, names, q, workdir, n_single
+    )
 
 
 def bench_faiss_hnsw(x, names, q, truth, workdir: Path, n_single: int) -> dict:
     import faiss
 
-    n = len(x)
     faiss.omp_set_num_threads(THREADS)
     index = faiss.IndexHNSWFlat(DIM, HNSW_M, faiss.METRIC_INNER_PRODUCT)
     index.hnsw.efConstruction = HNSW_EFC
@@ -347,20 +331,32 @@ def bench_faiss_hnsw(x, names, q, truth, workdir: Path, n_single: int) -> dict:
         sweep.append({"ef": ef, "recall": recall(idx, truth)})
     best = cheapest(sweep)
     index.hnsw.efSearch = best["ef"]
+    setting = f"M={HNSW_M} efC={HNSW_EFC} ef={best['ef']}"
+    return faiss_figures(
+        index, "faiss HNSW", setting, t_build.seconds, best, sweep, names, q, workdir, n_single
+    )
+
+
+def faiss_figures(
+    index, engine, setting, build_s, best, sweep, names, q, workdir: Path, n_single
+) -> dict:
+    """Throughput, single-query latency (one thread) and size on disk of a tuned faiss index."""
+    import faiss
+
     rate = vote_rate(lambda b: index.search(b, K), q, names)
     faiss.omp_set_num_threads(1)
     p50 = p50_ms(lambda b: index.search(b, K), q[:n_single])
     faiss.omp_set_num_threads(THREADS)
-    path = workdir / "faiss_hnsw.index"
+    path = workdir / "faiss.index"
     faiss.write_index(index, str(path))
     size = path.stat().st_size
     path.unlink()
     return {
-        "engine": "faiss HNSW",
-        "n": n,
-        "setting": f"M={HNSW_M} efC={HNSW_EFC} ef={best['ef']}",
-        "build_s": t_build.seconds,
-        "bytes_per_cell": size / n,
+        "engine": engine,
+        "n": index.ntotal,
+        "setting": setting,
+        "build_s": build_s,
+        "bytes_per_cell": size / index.ntotal,
         "recall": best["recall"],
         "batch_qps": rate,
         "p50_ms": p50,
