@@ -2,7 +2,7 @@
 
     python bench/embed.py [--quick] [--json out.json] [--device auto|cpu|cuda] [--threads N]
 
-1. Sampler, one thread: uceindex's vectorised `sample_sentences` on a CSR batch against the
+1. Sampler, one thread: uceindex's compiled `sample_sentences` on a CSR batch against the
    reference's `uce.eval_data.sample_cell_sentences`, called one cell at a time on a dense
    row as its data set class does. Target: >= 50x.
 2. Model cells/s at the tiny and the official 4-layer and 33-layer shapes (random weights):

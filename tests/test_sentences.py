@@ -158,31 +158,39 @@ def test_draws_follow_log1p_weights_like_the_reference():
     assert abs(ours_len.mean() - np.mean(ref_lengths)) <= 2
 
 
-def _obvious_sentence(row: sp.csr_matrix, genes: GeneOrder, seed: int) -> list[int]:
-    """The same random stream, spelled out one draw and one chromosome at a time."""
-    from uceindex.sentences import _GOLDEN, _mix, _unit, cell_keys
+MASK = (1 << 64) - 1
+GOLDEN = 0x9E3779B97F4A7C15
 
-    key = cell_keys(row, genes, seed)[0]
-    w = np.log1p(row.data)
-    cdf = np.cumsum(w) / w.sum()
-    cdf[-1] = 1.0
+
+def _mix(x: int) -> int:
+    """splitmix64's finaliser in Python integers."""
+    x ^= x >> 30
+    x = (x * 0xBF58476D1CE4E5B9) & MASK
+    x ^= x >> 27
+    x = (x * 0x94D049BB133111EB) & MASK
+    return x ^ (x >> 31)
+
+
+def _obvious_sentence(row: sp.csr_matrix, genes: GeneOrder, seed: int) -> list[int]:
+    """The documented random stream, spelled out in Python integers one draw and one
+    chromosome at a time."""
+    tokens = [int(genes.token_rows[i]) for i in row.indices]
+    bits = [int(v) for v in np.asarray(row.data, dtype=np.float64).view(np.uint64)]
+    pairs = sum(_mix((t * GOLDEN & MASK) ^ b) for t, b in zip(tokens, bits)) & MASK
+    key = _mix(pairs ^ _mix((seed + GOLDEN) & MASK))
+    cum = np.cumsum(np.log1p(row.data))
     times = np.zeros(row.nnz, int)
-    with np.errstate(over="ignore"):  # uint64 arithmetic wraps by design
-        for j in range(1, 1025):
-            u = _unit(_mix(np.array([key + np.uint64(j) * _GOLDEN])))[0]
-            times[np.searchsorted(cdf, u, side="right")] += 1
+    for j in range(1, 1025):
+        u = (_mix((key + j * GOLDEN) & MASK) >> 11) / 2**53
+        first_above = np.searchsorted(cum, u * cum[-1], side="right")
+        times[min(first_above, row.nnz - 1)] += 1
     drawn = [i for i in range(row.nnz) if times[i]]
     chroms = []
     for i in drawn:
         chrom = int(genes.chrom_rows[row.indices[i]])
         if chrom not in chroms:
             chroms.append(chrom)
-    prio = {
-        c: int(
-            _mix(np.array([key ^ _mix(np.array([np.uint64(c) + _GOLDEN]))[0]]))[0] >> np.uint64(33)
-        )
-        for c in chroms
-    }
+    prio = {c: _mix(key ^ _mix((c + GOLDEN) & MASK)) >> 33 for c in chroms}
     sentence = [CLS]
     for chrom in sorted(chroms, key=lambda c: prio[c]):  # stable: ties keep genomic order
         sentence.append(chrom)
@@ -193,9 +201,10 @@ def _obvious_sentence(row: sp.csr_matrix, genes: GeneOrder, seed: int) -> list[i
     return sentence
 
 
-def test_vectorised_sampler_equals_the_obvious_one():
+def test_compiled_sampler_equals_the_obvious_one():
     genes, _ = _genes()
     X = _counts(12, seed=5)
+    X.data[:5] = [0.5, 2.5, 5000.0, 70000.0, 1e9]  # past the log1p table: np.log1p
     X.sort_indices()
     tokens, lengths = sample_sentences(X, genes, seed=11)
     for c in range(12):
