@@ -13,6 +13,7 @@ from cli.main import app
 from uceindex.errors import QueryError, StoreError
 from uceindex.ingest import ingest_embeddings
 from uceindex.search import index as uindex
+from uceindex.search import neighbours
 from uceindex.search.index import SearchParams, describe_index, index_stats, refresh_index
 from uceindex.search.neighbours import knn
 from uceindex.store import Store
@@ -126,7 +127,8 @@ def test_ivf_recall_refresh_and_rebuild(tmp_path):
         assert describe_index(store.cells).unindexed_rows == 300
         refreshed = refresh_index(store)
         assert refreshed.action == "refreshed" and refreshed.state.unindexed_rows == 0
-        assert refreshed.state.num_partitions >= built.state.num_partitions  # kept, not merged
+        # Kept, not merged down to a few (Lance may still split or merge one or two).
+        assert refreshed.state.num_partitions >= 0.8 * built.state.num_partitions
         assert refresh_index(store).action == "up to date"
 
         grown, grown_labels = cells(rng, 2000, np.arange(40), c)
@@ -135,6 +137,29 @@ def test_ivf_recall_refresh_and_rebuild(tmp_path):
         assert refresh_index(store).action == "rebuilt"  # 2000 new >= half of 3300 indexed
         dropped = refresh_index(store, "flat")
         assert dropped.action == "dropped" and dropped.state.kind == "flat"
+
+
+def test_indexed_search_in_concurrent_blocks_equals_one_call(tmp_path, monkeypatch):
+    """Queries go to Lance in blocks, several at once; each answer lands on its own query."""
+    uri = tmp_path / "atlas"
+    x, labels = cells(np.random.default_rng(8), 3000, np.arange(40), 0.5 * centres(n=40))
+    write_dataset(uri, "one", x, labels)
+    q = np.random.default_rng(9).standard_normal((90, DIM))
+    params = SearchParams("ivf_flat", nprobes=4)
+    with Store.open(uri) as store:
+        refresh_index(store, "ivf_flat", partition_size=100)
+        whole = knn(store.cells, q, 20, params=params, columns=["cell_type"])
+        monkeypatch.setattr(neighbours, "QUERY_BATCH", 7)
+        monkeypatch.setattr(neighbours, "SEARCH_THREADS", 3)
+        seen = []
+        blocks = knn(
+            store.cells, q, 20, params=params, columns=["cell_type"],
+            progress=lambda done, total: seen.append((done, total)),
+        )  # fmt: skip
+    assert whole.valid.all() and (blocks.cell_id == whole.cell_id).all()
+    np.testing.assert_allclose(blocks.similarity, whole.similarity, rtol=1e-6)
+    assert (blocks.columns["cell_type"] == whole.columns["cell_type"]).all()
+    assert seen[-1] == (90, 90) and len(seen) == 13  # one report per block of 7
 
 
 def test_hnsw_override(tmp_path):

@@ -4,7 +4,13 @@ Names are imported on first use, so `import uceindex.errors` (or a CLI's --help)
 pay for torch.
 """
 
+import os
 from importlib import import_module
+
+# Lance computes on all cores but two (kept for I/O), so on a machine of 2-4 cores every
+# search runs on one core. Searches here are compute-bound over cached pages: 1.6x the
+# batch rate on 2 cores (BENCHMARKS.md, "Search"). A value the user set is kept.
+os.environ.setdefault("LANCE_CPU_THREADS", str(os.cpu_count() or 1))
 
 __version__ = "0.1.0"
 

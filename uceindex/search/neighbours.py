@@ -3,6 +3,7 @@
 Two paths, chosen by `index.search_params` (the caller may force either):
 - index: Lance's vector search, QUERY_BATCH query vectors per call (a list of vectors in
   one `search()`, told apart by Lance's `query_index` column), prefilter with `where`;
+  SEARCH_THREADS calls at once, since Lance answers one call on one core;
 - exact: one Lance scan of the (filtered) table in SCAN_ROWS batches, numpy dot products
   against every query, a running top k. Used below index.FLAT_MAX_ROWS and as the ground
   truth of `index_stats`; one scan serves any number of queries.
@@ -13,7 +14,9 @@ Similarity is cosine (stored cells and queries are unit norm).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,7 +25,8 @@ from uceindex.errors import QueryError
 from uceindex.search.index import EMBEDDING, METRIC, SearchParams, describe_index, search_params
 from uceindex.store.store import sql_string
 
-QUERY_BATCH = 512  # query vectors per Lance search call
+QUERY_BATCH = 256  # query vectors per Lance search call
+SEARCH_THREADS = min(4, os.cpu_count() or 1)  # Lance search calls in flight at once
 SCAN_ROWS = 16_384  # stored rows per batch of the exact scan (84 MB at 1280-d)
 EXACT_BLOCK = 1 << 24  # query x row similarities held at once by the exact path (64 MB)
 ID = "cell_id"
@@ -150,21 +154,25 @@ def _indexed(table, q, k, where, columns, params: SearchParams, progress):
     n = len(q)
     ids, sims, cols = _empty(n, k, columns)
     select = [ID, *columns, "_distance"]  # never the vector itself (3.5 ms a query, notes)
-    for start in range(0, n, QUERY_BATCH):
-        block = np.arange(start, min(start + QUERY_BATCH, n))
-        result = _lance_search(table, q[block], k, where, select, params, adaptive=False)
-        _fill(result, block, k, ids, sims, cols)
-        if progress:
-            progress(block[-1] + 1, n)
+
+    def search(rows: np.ndarray, adaptive: bool) -> None:
+        blocks = [rows[s : s + QUERY_BATCH] for s in range(0, len(rows), QUERY_BATCH)]
+        with ThreadPoolExecutor(SEARCH_THREADS) as pool:
+            found = pool.map(
+                lambda b: _lance_search(table, q[b], k, where, select, params, adaptive), blocks
+            )
+            for done, (block, result) in enumerate(zip(blocks, found), start=1):
+                _fill(result, block, k, ids, sims, cols)
+                if progress and not adaptive:
+                    progress(min(done * QUERY_BATCH, n), n)
+
+    search(np.arange(n), adaptive=False)
     if params.nprobes:  # unbalanced partitions can starve a query even without a filter
         expected = min(k, count_cells(table, where))
         short = np.flatnonzero((~np.isnan(sims)).sum(axis=1) < expected)
-        for start in range(0, len(short), QUERY_BATCH):
-            block = short[start : start + QUERY_BATCH]
-            result = _lance_search(table, q[block], k, where, select, params, adaptive=True)
-            for a in (ids, sims, *cols.values()):
-                a[block] = np.nan if a is sims else None
-            _fill(result, block, k, ids, sims, cols)
+        for a in (ids, sims, *cols.values()):
+            a[short] = np.nan if a is sims else None
+        search(short, adaptive=True)
     return ids, sims, ~np.isnan(sims), cols
 
 
