@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -248,3 +251,15 @@ def test_cli_index_and_similar(atlas, tmp_path):
 
     result = runner.invoke(app, ["index", "--store", str(tmp_path / "nowhere")])
     assert result.exit_code == 1 and "no store" in result.output
+
+
+@pytest.mark.parametrize("preset", [None, "1"])
+def test_lance_computes_on_every_core_unless_told_otherwise(preset):
+    env = {k: v for k, v in os.environ.items() if k != "LANCE_CPU_THREADS"}
+    if preset:
+        env["LANCE_CPU_THREADS"] = preset
+    code = "import os, uceindex; print(os.environ['LANCE_CPU_THREADS'])"
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == (preset or str(os.cpu_count()))
