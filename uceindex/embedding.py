@@ -159,7 +159,8 @@ class Embedder:
         out = np.full((counts.shape[0], self.network.config.output_dim), np.nan, dtype=np.float32)
         ok = np.flatnonzero(reasons == None)  # noqa: E711 (object array)
         if len(ok):
-            tokens, lengths = sample_sentences(counts[ok], match.genes, seed)
+            kept = counts if len(ok) == counts.shape[0] else counts[ok]  # no copy when all pass
+            tokens, lengths = sample_sentences(kept, match.genes, seed)
             out[ok] = self.embed_sentences(tokens, lengths)
         return out, reasons
 
