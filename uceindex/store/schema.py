@@ -32,12 +32,9 @@ _TYPES = {
 
 
 def schemas_dir() -> Path:
-    """`schemas/` at the repository root (or beside the package when installed as a wheel)."""
-    here = Path(__file__).resolve()
-    for candidate in (here.parents[2] / "schemas", here.parents[1] / "schemas"):
-        if (candidate / f"{CELLS}.json").is_file():
-            return candidate
-    raise FileNotFoundError(f"schemas/{CELLS}.json not found near {here.parents[1]}")
+    """The JSON schemas, shipped inside the package (`schemas/` at the repository root is a
+    link to them, so they are found the same way from a checkout and from a wheel)."""
+    return Path(__file__).resolve().parents[1] / "schemas"
 
 
 @cache
