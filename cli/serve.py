@@ -11,6 +11,7 @@ import typer
 from cli.options import ModelDirOpt, StoreOpt, store_uri
 from cli.render import err_console, handle_errors
 from uceindex.errors import UceIndexError
+from uceindex.service.limits import Limits
 
 EPILOG = "Example: uceindex serve --store ./atlas   (then open http://127.0.0.1:8000/docs)"
 TOKEN_ENV = "UCEINDEX_TOKEN"
@@ -37,6 +38,21 @@ def serve(
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     model_dir: ModelDirOpt = None,
+    max_k: Annotated[
+        int, typer.Option(min=1, help="Largest k a request may ask for.")
+    ] = Limits.max_k,
+    max_queries: Annotated[
+        int, typer.Option(min=1, help="Most query vectors or cells in one request.")
+    ] = Limits.max_queries,
+    max_rows: Annotated[
+        int, typer.Option(min=1, help="Most rows one SQL request returns.")
+    ] = Limits.max_rows,
+    sql_timeout: Annotated[
+        float, typer.Option(min=0.1, help="Seconds one SQL statement may run.")
+    ] = Limits.sql_timeout_s,
+    max_upload_mb: Annotated[
+        int, typer.Option(min=1, help="Largest request body or upload, in MiB.")
+    ] = Limits.max_upload_bytes >> 20,
 ) -> None:
     """Serve search, annotate, match and SQL over HTTP (OpenAPI docs at /docs)."""
     import uvicorn
@@ -50,7 +66,14 @@ def serve(
             "(clients send `Authorization: Bearer <secret>`), or bind 127.0.0.1"
         )
     uri = store_uri(store)
-    app = create_app(uri, token=token, model_dir=model_dir)
+    limits = Limits(
+        max_upload_bytes=max_upload_mb << 20,
+        max_k=max_k,
+        max_queries=max_queries,
+        max_rows=max_rows,
+        sql_timeout_s=sql_timeout,
+    )
+    app = create_app(uri, token=token, model_dir=model_dir, limits=limits)
     err_console.print(
         f"serving {uri} on http://{host}:{port} (docs at /docs){' with a token' if token else ''}"
     )

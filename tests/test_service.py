@@ -231,6 +231,22 @@ def test_search_limits_and_bad_filters(client):
         client.search(k=3)
 
 
+def test_limits_are_set_on_the_command_line(store):
+    proc, url = _serve(store, args=["--max-k", "5", "--max-rows", "3", "--max-queries", "2"])
+    try:
+        with Client(url) as c:
+            assert len(c.search(vectors=[np.ones(DIM)], k=5)["results"][0]) == 5
+            with pytest.raises(ServiceCallError, match="between 1 and 5"):
+                c.search(vectors=[np.ones(DIM)], k=6)
+            with pytest.raises(ServiceCallError, match="at most 2 query"):
+                c.search(vectors=np.ones((3, DIM)), k=1)
+            rows = c.sql("SELECT cell_id FROM cells")
+            assert len(rows["rows"]) == 3 and rows["truncated"]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def test_annotate_embeddings(client):
     queries = np.vstack([np.eye(DIM)[0] * 3, np.eye(DIM)[1] * 3])
     out = client.annotate(queries, k=15, names=["t", "b"])

@@ -11,7 +11,6 @@ import hmac
 import threading
 import time
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -20,20 +19,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from uceindex import __version__
 from uceindex.errors import QueryError, StoreError, UceIndexError
+from uceindex.service.limits import Limits
 from uceindex.store.store import Store
 
 REFRESH_SECONDS = 1.0  # how stale a request's view of the store may be while ingests run
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Caps on what one request may ask for."""
-
-    max_upload_bytes: int = 512 * 1024 * 1024
-    max_k: int = 1000
-    max_queries: int = 10_000  # vectors or cells in one search / annotate request
-    max_rows: int = 10_000  # rows a SQL request returns
-    sql_timeout_s: float = 30.0
 
 
 class ServiceError(UceIndexError):
