@@ -13,7 +13,7 @@ Only the multiset of draws matters (a gene's k draws sit together), so the sampl
 draws per gene and writes each run once, instead of sorting 1024 draws per cell.
 
 The per-cell work is a loop compiled by numba (as scanpy's own kernels are): a vectorised
-numpy version needed ~25 passes over (cells x 1024) temporaries and ran 3x slower. The
+numpy version needed ~25 passes over (cells x 1024) temporaries and ran 2.2x slower. The
 kernels release the GIL, so a thread can sample the next chunk while the model runs.
 """
 
