@@ -130,8 +130,9 @@ def test_ivf_recall_refresh_and_rebuild(tmp_path):
         assert describe_index(store.cells).unindexed_rows == 300
         refreshed = refresh_index(store)
         assert refreshed.action == "refreshed" and refreshed.state.unindexed_rows == 0
-        # Kept, not merged down to a few (Lance may still split or merge one or two).
-        assert refreshed.state.num_partitions >= 0.8 * built.state.num_partitions
+        # Kept, not merged down to a few (Lance may split or merge one or two); when
+        # optimize() appends a delta segment, it shares the centroids: not counted twice.
+        assert 0.8 <= refreshed.state.num_partitions / built.state.num_partitions <= 1.25
         assert refresh_index(store).action == "up to date"
 
         grown, grown_labels = cells(rng, 2000, np.arange(40), c)
@@ -142,8 +143,9 @@ def test_ivf_recall_refresh_and_rebuild(tmp_path):
         assert dropped.action == "dropped" and dropped.state.kind == "flat"
 
 
-def test_indexed_search_in_concurrent_blocks_equals_one_call(tmp_path, monkeypatch):
-    """Queries go to Lance in blocks, several at once; each answer lands on its own query."""
+def test_indexed_search_in_concurrent_blocks(tmp_path, monkeypatch):
+    """Queries go to Lance in blocks, several at once; each answer lands on its own query,
+    and a failure (a search, or the caller's progress callback) stops the blocks queued."""
     uri = tmp_path / "atlas"
     x, labels = cells(np.random.default_rng(8), 3000, np.arange(40), 0.5 * centres(n=40))
     write_dataset(uri, "one", x, labels)
@@ -159,6 +161,29 @@ def test_indexed_search_in_concurrent_blocks_equals_one_call(tmp_path, monkeypat
             store.cells, q, 20, params=params, columns=["cell_type"],
             progress=lambda done, total: seen.append((done, total)),
         )  # fmt: skip
+        calls = []
+        real = neighbours._lance_search
+
+        def failing_second(*args):
+            calls.append(1)
+            if len(calls) == 2:
+                raise QueryError("the second block failed")
+            return real(*args)
+
+        monkeypatch.setattr(neighbours, "SEARCH_THREADS", 1)
+        monkeypatch.setattr(neighbours, "_lance_search", failing_second)
+        with pytest.raises(QueryError, match="second block"):
+            knn(store.cells, q, 20, params=params)
+        assert len(calls) <= 4  # the blocks still queued were dropped, not searched
+
+        def stop(done, total):
+            raise KeyboardInterrupt
+
+        calls.clear()
+        monkeypatch.setattr(neighbours, "_lance_search", lambda *a: calls.append(1) or real(*a))
+        with pytest.raises(KeyboardInterrupt):
+            knn(store.cells, q, 20, params=params, progress=stop)
+        assert len(calls) <= 4
     assert whole.valid.all() and (blocks.cell_id == whole.cell_id).all()
     np.testing.assert_allclose(blocks.similarity, whole.similarity, rtol=1e-6)
     assert (blocks.columns["cell_type"] == whole.columns["cell_type"]).all()
@@ -253,13 +278,17 @@ def test_cli_index_and_similar(atlas, tmp_path):
     assert result.exit_code == 1 and "no store" in result.output
 
 
-@pytest.mark.parametrize("preset", [None, "1"])
-def test_lance_computes_on_every_core_unless_told_otherwise(preset):
+@pytest.mark.parametrize(
+    "preset, one_core", [(None, False), ("1", False), (None, True)], ids=["all", "set", "pinned"]
+)
+def test_lance_computes_on_every_core_unless_told_otherwise(preset, one_core):
     env = {k: v for k, v in os.environ.items() if k != "LANCE_CPU_THREADS"}
     if preset:
         env["LANCE_CPU_THREADS"] = preset
-    code = "import os, uceindex; print(os.environ['LANCE_CPU_THREADS'])"
+    pin = "os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); " if one_core else ""
+    code = f"import os; {pin}import uceindex; print(os.environ['LANCE_CPU_THREADS'])"
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
-    assert out.stdout.strip() == (preset or str(os.cpu_count()))
+    cores = 1 if one_core else len(os.sched_getaffinity(0))
+    assert out.stdout.strip() == (preset or str(cores))

@@ -7,10 +7,14 @@ pay for torch.
 import os
 from importlib import import_module
 
-# Lance computes on all cores but two (kept for I/O), so on a machine of 2-4 cores every
-# search runs on one core. Searches here are compute-bound over cached pages: 1.6x the
-# batch rate on 2 cores (BENCHMARKS.md, "Search"). A value the user set is kept.
-os.environ.setdefault("LANCE_CPU_THREADS", str(os.cpu_count() or 1))
+# The cores this process may run on (CPU affinity, as `taskset` or a container sets it).
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+# Lance computes on all cores but two (kept for I/O): on a machine of 2-3 cores every
+# search runs on one core. Searches here are compute-bound over cached pages: 1.5x the
+# batch rate on 2 cores (BENCHMARKS.md, "Search"). A value the user set is kept; Lance
+# reads it when it first computes, so it applies if uceindex is imported before that.
+os.environ.setdefault("LANCE_CPU_THREADS", str(CORES))
 
 __version__ = "0.1.0"
 

@@ -14,19 +14,19 @@ Similarity is cosine (stored cells and queries are unit norm).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from uceindex import CORES
 from uceindex.errors import QueryError
 from uceindex.search.index import EMBEDDING, METRIC, SearchParams, describe_index, search_params
 from uceindex.store.store import sql_string
 
 QUERY_BATCH = 256  # query vectors per Lance search call
-SEARCH_THREADS = min(4, os.cpu_count() or 1)  # Lance search calls in flight at once
+SEARCH_THREADS = min(4, CORES)  # Lance search calls in flight at once
 SCAN_ROWS = 16_384  # stored rows per batch of the exact scan (84 MB at 1280-d)
 EXACT_BLOCK = 1 << 24  # query x row similarities held at once by the exact path (64 MB)
 ID = "cell_id"
@@ -157,14 +157,20 @@ def _indexed(table, q, k, where, columns, params: SearchParams, progress):
 
     def search(rows: np.ndarray, adaptive: bool) -> None:
         blocks = [rows[s : s + QUERY_BATCH] for s in range(0, len(rows), QUERY_BATCH)]
-        with ThreadPoolExecutor(SEARCH_THREADS) as pool:
-            found = pool.map(
-                lambda b: _lance_search(table, q[b], k, where, select, params, adaptive), blocks
-            )
+        if not blocks:
+            return
+        pool = ThreadPoolExecutor(min(SEARCH_THREADS, len(blocks)))
+        found = [
+            pool.submit(_lance_search, table, q[b], k, where, select, params, adaptive)
+            for b in blocks
+        ]
+        try:
             for done, (block, result) in enumerate(zip(blocks, found), start=1):
-                _fill(result, block, k, ids, sims, cols)
+                _fill(result.result(), block, k, ids, sims, cols)
                 if progress and not adaptive:
                     progress(min(done * QUERY_BATCH, n), n)
+        finally:  # a failure anywhere (a search, the caller's progress) drops the rest
+            pool.shutdown(wait=True, cancel_futures=True)
 
     search(np.arange(n), adaptive=False)
     if params.nprobes:  # unbalanced partitions can starve a query even without a filter
