@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import types
 
 import numpy as np
@@ -178,7 +179,7 @@ def _obvious_sentence(row: sp.csr_matrix, genes: GeneOrder, seed: int) -> list[i
     bits = [int(v) for v in np.asarray(row.data, dtype=np.float64).view(np.uint64)]
     pairs = sum(_mix((t * GOLDEN & MASK) ^ b) for t, b in zip(tokens, bits)) & MASK
     key = _mix(pairs ^ _mix((seed + GOLDEN) & MASK))
-    cum = np.cumsum(np.log1p(row.data))
+    cum = np.cumsum([math.log1p(v) for v in row.data])
     times = np.zeros(row.nnz, int)
     for j in range(1, 1025):
         u = (_mix((key + j * GOLDEN) & MASK) >> 11) / 2**53
@@ -203,9 +204,46 @@ def _obvious_sentence(row: sp.csr_matrix, genes: GeneOrder, seed: int) -> list[i
 
 def test_compiled_sampler_equals_the_obvious_one():
     genes, _ = _genes()
-    X = _counts(12, seed=5)
-    X.data[:5] = [0.5, 2.5, 5000.0, 70000.0, 1e9]  # past the log1p table: np.log1p
+    X = _counts(12, seed=5).tolil()
+    X[10, :] = 0
+    X[10, 7] = 4.0  # a cell of one gene
+    X[11, :] = 0
+    one_chrom = np.flatnonzero(genes.chrom_rows == genes.chrom_rows[0])
+    X[11, one_chrom] = np.arange(1, len(one_chrom) + 1)  # a cell on one chromosome
+    X = sp.csr_matrix(X)
+    X.data[:5] = [0.5, 2.5, 5000.0, 70000.0, 1e9]  # past the log1p table
     X.sort_indices()
+    wide = sp.csr_matrix((X.data, X.indices.astype(np.int64), X.indptr.astype(np.int64)))
     tokens, lengths = sample_sentences(X, genes, seed=11)
+    wide_tokens, _ = sample_sentences(wide, genes, seed=11)
+    assert (wide_tokens == tokens).all()  # int32 and int64 indices alike
+    assert lengths[10] == 1 + 1024 + 2 and lengths[11] == 1 + 1024 + 2
     for c in range(12):
         assert tokens[c, : lengths[c]].tolist() == _obvious_sentence(X[c], genes, seed=11)
+
+
+def test_inputs_the_sampler_refuses_or_cleans():
+    genes, _ = _genes()
+    X = _counts(6)
+    tokens, _ = sample_sentences(X, genes, seed=3)
+    stored_zero = X.tolil()
+    stored_zero = sp.csr_matrix(stored_zero)
+    stored_zero.data = np.append(stored_zero.data, 0.0)  # an explicit zero in the last cell
+    stored_zero.indices = np.append(stored_zero.indices, 0)
+    stored_zero.indptr[-1] += 1
+    stored_zero.has_sorted_indices = False
+    before = stored_zero.copy()
+    same, _ = sample_sentences(stored_zero, genes, seed=3)
+    assert (same == tokens).all()  # a stored zero is no count
+    assert (stored_zero != before).nnz == 0 and not stored_zero.has_sorted_indices  # untouched
+    for bad in (np.nan, np.inf, -1.0):
+        broken = X.copy()
+        broken.data[0] = bad
+        with pytest.raises(ValueError, match="finite and non-negative"):
+            sample_sentences(broken, genes, seed=3)
+    shuffled = GeneOrder(genes.token_rows[::-1], genes.chrom_rows[::-1])
+    with pytest.raises(ValueError, match="genomic order"):
+        sample_sentences(X, shuffled, seed=3)
+    for size in (0, 1534):
+        with pytest.raises(ValueError, match="sample_size"):
+            sample_sentences(X, genes, seed=3, sample_size=size)

@@ -155,6 +155,7 @@ class Embedder:
         """Counts over the *input* genes -> (embeddings with NaN rows for rejects, reasons)."""
         counts = sp.csr_matrix(counts @ match.combiner)  # vocabulary genes, genomic order
         counts.eliminate_zeros()
+        counts.sort_indices()  # in place: the sampler would copy an unsorted chunk
         reasons = qc_reasons(counts, min_genes)
         out = np.full((counts.shape[0], self.network.config.output_dim), np.nan, dtype=np.float32)
         ok = np.flatnonzero(reasons == None)  # noqa: E711 (object array)
