@@ -309,22 +309,7 @@ def test_esm_width_must_match_the_checkpoint(tmp_path, model_dir):
     fasta = tmp_path / "c.fa"
     _write_chicken_fasta(fasta)
     before = _hashes(model_dir)
-    result = runner.invoke(
-        app,
-        [
-            "species",
-            "add",
-            "chicken",
-            "--proteome",
-            str(fasta),
-            "--taxonomy-id",
-            "9031",
-            "--esm-weights",
-            str(weights),
-            "--model-dir",
-            str(model_dir),
-        ],
-    )
+    result = _add(model_dir, fasta, "--esm-weights", str(weights))
     assert result.exit_code == 1
     assert "16-d" in result.stderr and "32-d" in result.stderr and "5120" in result.stderr
     assert _hashes(model_dir) == before  # nothing written

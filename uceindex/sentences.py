@@ -81,6 +81,20 @@ class GeneOrder:
 
 
 @_jit
+def _groups(a, b, indices, chrom_rows, draws, starts):
+    """The chromosome groups of the entries a..b of one cell: writes the first drawn entry
+    of each into `starts` (a chromosome's genes are one run of columns); returns how many."""
+    n_groups, chrom = 0, -1
+    for j in range(a, b):
+        here = chrom_rows[indices[j]]
+        if (draws[j] > 0) & (here != chrom):
+            chrom = here
+            starts[n_groups] = j
+            n_groups += 1
+    return n_groups
+
+
+@_jit
 def _draw(indptr, indices, token_rows, chrom_rows, values, seed, sample_size, draws, keys, lengths):
     """Per cell: its key (a hash of its (token, count) pairs, independent of their order),
     how often each of its entries is drawn (into `draws`), and the length of its sentence:
@@ -90,7 +104,9 @@ def _draw(indptr, indices, token_rows, chrom_rows, values, seed, sample_size, dr
     through a guide table (Chen's inversion method): guide[g] is the first entry past
     g / GUIDE of the total, so a draw starts there and walks a step or two."""
     bits = values.view(np.uint64)
-    cum = np.empty(np.max(indptr[1:] - indptr[:-1]), np.float64)  # one cell's running sum
+    longest = np.max(indptr[1:] - indptr[:-1])
+    cum = np.empty(longest, np.float64)  # one cell's running sum
+    starts = np.empty(longest, np.int64)
     guide = np.empty(GUIDE, np.int64)
     for c in range(len(indptr) - 1):
         a, b = indptr[c], indptr[c + 1]
@@ -116,12 +132,7 @@ def _draw(indptr, indices, token_rows, chrom_rows, values, seed, sample_size, dr
             while j < last and cum[j] <= target:
                 j += 1
             draws[a + j] += 1
-        n_groups, chrom = 0, -1
-        for j in range(a, b):  # a chromosome's genes are one run of columns
-            here = chrom_rows[indices[j]]
-            if (draws[j] > 0) & (here != chrom):
-                chrom = here
-                n_groups += 1
+        n_groups = _groups(a, b, indices, chrom_rows, draws, starts)
         lengths[c] = 1 + sample_size + 2 * n_groups
 
 
@@ -133,14 +144,10 @@ def _write(indptr, indices, token_rows, chrom_rows, draws, keys, out):
     group_prio = np.empty(out.shape[1], np.uint64)
     for c in range(len(indptr) - 1):
         end = indptr[c + 1]
-        n_groups, chrom = 0, -1
-        for j in range(indptr[c], end):
-            here = chrom_rows[indices[j]]
-            if (draws[j] > 0) & (here != chrom):
-                chrom = here
-                group_start[n_groups] = j
-                group_prio[n_groups] = _mix(keys[c] ^ _mix(np.uint64(chrom) + _GOLDEN)) >> _S33
-                n_groups += 1
+        n_groups = _groups(indptr[c], end, indices, chrom_rows, draws, group_start)
+        for g in range(n_groups):
+            chrom = np.uint64(chrom_rows[indices[group_start[g]]])
+            group_prio[g] = _mix(keys[c] ^ _mix(chrom + _GOLDEN)) >> _S33
         for g in range(1, n_groups):  # insertion sort by priority: stable, few groups
             start, prio, h = group_start[g], group_prio[g], g
             while h > 0 and group_prio[h - 1] > prio:
