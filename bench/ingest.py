@@ -121,7 +121,7 @@ def write_h5ad(path: Path, n: int) -> None:
 
 # -- the two preparations, each in a fresh process ------------------------------------------------
 def uceindex_child(path: str, store: str) -> dict:
-    from uceindex.ingest import ingest
+    from uceindex.ingestion import ingest
 
     before = rss_mb()
     with timer() as t:

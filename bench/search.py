@@ -46,7 +46,7 @@ from _common import (
     write_json,
 )
 
-from uceindex.ingest import ingest_embeddings
+from uceindex.ingestion import ingest_embeddings
 from uceindex.search import index as uindex
 from uceindex.search.annotate import annotate
 from uceindex.search.neighbours import knn

@@ -54,7 +54,7 @@ def synthetic(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
 
 
 def build_store(path: Path, n: int) -> float:
-    from uceindex.ingest import ingest_embeddings
+    from uceindex.ingestion import ingest_embeddings
     from uceindex.search.index import refresh_index
     from uceindex.store import Store
 

@@ -67,7 +67,7 @@ def ingest(
     json: JsonOpt = False,
 ) -> None:
     """Embed .h5ad files (or take their obsm embeddings) into a store; re-run the same command to resume."""
-    from uceindex.ingest import ingest as run_ingest
+    from uceindex.ingestion import ingest as run_ingest
 
     with progress_bar("ingest", quiet=json) as update:
         report = run_ingest(
@@ -131,7 +131,7 @@ def datasets(
     json: JsonOpt = False,
 ) -> None:
     """List the data sets in a store, with the model it is bound to."""
-    from uceindex.ingest import list_datasets
+    from uceindex.ingestion import list_datasets
 
     data = list_datasets(store_uri(store))
     if json:
@@ -165,7 +165,7 @@ def export(
     json: JsonOpt = False,
 ) -> None:
     """Write one data set of a store as .h5ad: its obs columns and obsm['X_uce']."""
-    from uceindex.ingest import export as run_export
+    from uceindex.ingestion import export as run_export
 
     summary = run_export(store_uri(store), dataset, output)
     if json:

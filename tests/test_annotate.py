@@ -15,7 +15,7 @@ import uceindex
 from cli.main import app
 from tests.test_search import DIM, cells, centres, write_dataset
 from uceindex.errors import QueryError, StoreError
-from uceindex.ingest import ingest_embeddings
+from uceindex.ingestion import ingest_embeddings
 from uceindex.model.load import UCEModel
 from uceindex.model.tiny import write_tiny_model
 from uceindex.search import annotate as A

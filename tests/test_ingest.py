@@ -19,7 +19,7 @@ import uceindex
 from cli.main import app
 from tests.conftest import read_pbmc
 from uceindex.errors import InputDataError, StoreError, UnknownSpeciesError
-from uceindex.ingest import ingest
+from uceindex.ingestion import ingest
 from uceindex.io.counts import SAMPLE_ROWS
 from uceindex.model.tiny import write_tiny_model
 from uceindex.store import Store, writer
@@ -400,7 +400,7 @@ def test_ensembl_ids_map_through_a_gencode_table(small_pbmc, tmp_path):
 
 def test_constants_agree_with_the_modules_they_mirror():
     from uceindex import embedding
-    from uceindex import ingest as ingest_module
+    from uceindex import ingestion as ingest_module
     from uceindex.io import genes
 
     assert ingest_module.MIN_GENES == embedding.MIN_GENES

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from uceindex.errors import QueryError, StoreError
-from uceindex.ingest import ingest_embeddings
+from uceindex.ingestion import ingest_embeddings
 from uceindex.search import index as uindex
 from uceindex.search import neighbours
 from uceindex.search.index import SearchParams, describe_index, index_stats, refresh_index

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from uceindex.errors import UceIndexError
-from uceindex.ingest import ingest
+from uceindex.ingestion import ingest
 from uceindex.service.client import Client, ServiceCallError
 
 TOKEN = "s3cret-token"

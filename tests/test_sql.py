@@ -25,7 +25,7 @@ runner = CliRunner()
 def _write_store(root, seed: int = 0) -> pd.DataFrame:
     """A store of three data sets of random unit embeddings, written by `ingest_embeddings`
     (one rejected cell each); returns the stored cells as pandas, embeddings included."""
-    from uceindex.ingest import ingest_embeddings
+    from uceindex.ingestion import ingest_embeddings
 
     rng = np.random.default_rng(seed)
     frames = []

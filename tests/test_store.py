@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from uceindex.errors import StoreError
-from uceindex.ingest import ingest_embeddings
+from uceindex.ingestion import ingest_embeddings
 from uceindex.store import Store, export_dataset
 from uceindex.store import schema as S
 

@@ -19,11 +19,19 @@ os.environ.setdefault("LANCE_CPU_THREADS", str(CORES))
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    # errors
+    "UceIndexError": "uceindex.errors",
+    # the model and embedding cells
     "embed": "uceindex.embedding",
     "Embedder": "uceindex.embedding",
     "UCEModel": "uceindex.model.load",
     "load_model": "uceindex.model.load",
-    "UceIndexError": "uceindex.errors",
+    # the store and ingest
+    "Store": "uceindex.store",
+    "ingest": "uceindex.ingestion",
+    "ingest_embeddings": "uceindex.ingestion",
+    # search
+    # sql and the service
     "Client": "uceindex.service.client",
 }
 __all__ = ["__version__", *_EXPORTS]

@@ -10,7 +10,7 @@ Public API (docs/store.md has the full contract):
         store.count()        # rows in cells (store.count(dataset_id) for one data set)
         store.complete_dataset_ids(); store.refresh(); store.versions()
 
-Writing (see uceindex.ingest):
+Writing (see uceindex.ingestion):
 
     ingest(paths, species=..., store=..., model_dir=..., embedding_key=None, ...) -> IngestReport
     ingest_embeddings(store, dataset_id, obs, embeddings, species, model_name,

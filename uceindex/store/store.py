@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -75,6 +77,24 @@ class Store:
         self.refresh()
 
     # -- life cycle ---------------------------------------------------------------------------
+
+    @classmethod
+    @contextmanager
+    def using(
+        cls, store: Store | str | os.PathLike | None, create: bool = False, **storage_options
+    ) -> Iterator[Store]:
+        """The one way library calls take "a Store or a URI": a Store passed in is used as is
+        and stays open; a URI (or None: `default_store_uri()`) is opened here, with `create`
+        and `storage_options` as `open` takes them, and closed when the block ends."""
+        if isinstance(store, Store):
+            yield store
+            return
+        opened = cls.open(store, create=create, **storage_options)
+        try:
+            yield opened
+        finally:
+            opened.close()
+
 
     @classmethod
     def open(
