@@ -95,7 +95,6 @@ class Store:
         finally:
             opened.close()
 
-
     @classmethod
     def open(
         cls, uri: str | os.PathLike | None = None, create: bool = False, **storage_options
