@@ -80,7 +80,7 @@ MODEL_CELLS = {  # (device, shape) -> cells (full, quick); 0 = not run
     ("cuda", "4layer"): (2000, 400),
     ("cuda", "33layer"): (500, 100),
 }
-REF_BATCH = {  # the reference's batch sizes on an 80 GB GPU (UCE_SPEC 8); small on CPU
+REF_BATCH = {  # the reference's batch sizes on an 80 GB GPU (docs/uce.md §8); small on CPU
     ("cpu", "tiny"): 25,
     ("cpu", "4layer"): 2,
     ("cpu", "33layer"): 2,

@@ -14,10 +14,10 @@ Per size, in one run, on the same stored cells and held-out query cells:
 A peer is reported at the cheapest setting of its sweep with recall@50 >= 0.95 (its
 "equal recall" point). Batch throughput = query cells/s of search + similarity-weighted
 vote over all queries in one call; single-query p50 = one query per call (FAISS with one
-OpenMP thread, LANCEDB_NOTES pitfall 12). Recall@50 is against exact inner product.
+OpenMP thread, docs/lance.md §5). Recall@50 is against exact inner product.
 
 Data: unit vectors in 1280-d, 100 overlapping clusters (a shared direction plus Gaussian
-noise, as in LANCEDB_NOTES), labels = cluster ids.
+noise), labels = cluster ids.
 """
 
 from __future__ import annotations
