@@ -216,10 +216,11 @@ def test_match_across_species(atlas, tmp_path):
 
 @pytest.fixture(scope="module")
 def model_store(tmp_path_factory, tiny_model):
-    """80 PBMCs embedded with the tiny model, ingested as a store bound to it."""
+    """The 60 PBMCs of `small_pbmc` embedded with the tiny model, ingested as a store bound
+    to it."""
     from tests.conftest import read_pbmc
 
-    pbmc = read_pbmc()[:80].copy()
+    pbmc = read_pbmc()[:60].copy()
     emb = uceindex.embed(pbmc, "human", model=tiny_model)
     uri = tmp_path_factory.mktemp("model_store") / "atlas"
     ingest_embeddings(
@@ -263,11 +264,12 @@ def _scores(truth, pred) -> tuple[float, float]:
     return accuracy_score(truth, pred), f1_score(truth, pred, average="macro", zero_division=0)
 
 
-def test_pbmc_held_out_batches_beside_sklearn(tmp_path, pbmc, capsys):
+def test_pbmc_held_out_batches_beside_sklearn(tmp_path, pbmc):
     """pbmc700 has no donor or batch column (one donor, 10x PBMC 68k): its cells are split
     into 5 deterministic pseudo-batches (crc32 of the cell name mod 5), and separately by
     cell-cycle phase (G1 vs S/G2M); each part is annotated from the others on obsm["X_pca"]
-    by uceindex (similarity-weighted vote) and by KNeighborsClassifier (cosine, uniform)."""
+    by uceindex (similarity-weighted vote) and by KNeighborsClassifier (cosine, uniform).
+    bench/annotate.py prints the same comparison as a table."""
     from sklearn.neighbors import KNeighborsClassifier
 
     k = 15
@@ -277,7 +279,6 @@ def test_pbmc_held_out_batches_beside_sklearn(tmp_path, pbmc, capsys):
         "5 pseudo-batches": np.array([zlib.crc32(n.encode()) % 5 for n in pbmc.obs_names]),
         "phase G1 | S+G2M": (pbmc.obs["phase"] != "G1").to_numpy().astype(int),
     }
-    rows = []
     for name, part in splits.items():
         ours = np.empty(len(truth), dtype=object)
         theirs = np.empty(len(truth), dtype=object)
@@ -289,18 +290,9 @@ def test_pbmc_held_out_batches_beside_sklearn(tmp_path, pbmc, capsys):
             ours[held] = annotate(uri, x[held], k=k, novelty=False)["predicted"].to_numpy()
             clf = KNeighborsClassifier(n_neighbors=k, metric="cosine").fit(x[rest], truth[rest])
             theirs[held] = clf.predict(x[held])
-        rows.append((name, *_scores(truth, ours), *_scores(truth, theirs)))
-    with capsys.disabled():
-        print(
-            f"\npbmc700 X_pca, k={k}: accuracy / macro-F1, uceindex vs sklearn KNeighborsClassifier"
-        )
-        for name, acc, f1, sk_acc, sk_f1 in rows:
-            print(
-                f"  {name:18s} uceindex {acc:.3f} / {f1:.3f}   sklearn {sk_acc:.3f} / {sk_f1:.3f}"
-            )
-    for _, acc, f1, sk_acc, sk_f1 in rows:
-        assert acc >= sk_acc - 0.02 and f1 >= sk_f1 - 0.03
-        assert acc > 0.6
+        (acc, f1), (sk_acc, sk_f1) = _scores(truth, ours), _scores(truth, theirs)
+        assert acc >= sk_acc - 0.02 and f1 >= sk_f1 - 0.03, name
+        assert acc > 0.6, name
 
 
 # -- command line --------------------------------------------------------------------------------
