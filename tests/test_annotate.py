@@ -19,7 +19,7 @@ from uceindex.errors import QueryError, StoreError
 from uceindex.ingestion import ingest_embeddings
 from uceindex.model.load import UCEModel
 from uceindex.model.tiny import write_tiny_model
-from uceindex.search import annotate, match, novelty, similar
+from uceindex.search import annotate, match, novelty, similar, summarise
 from uceindex.store import Store
 
 runner = CliRunner()
@@ -140,6 +140,22 @@ def test_unsearchable_query_rows_get_no_prediction(atlas):
     assert frame["n_neighbours"].tolist() == [5, 0, 5]
     none = annotate(atlas["uri"], np.full((2, DIM), np.nan), k=5)
     assert none["predicted"].isna().all() and none["novel"].isna().all()
+
+
+def test_summary_of_a_prediction_frame(atlas):
+    x, _ = query_cells([0, 0, 1], 3, 6, atlas["centres"])
+    x[2] = np.nan
+    frame = annotate(atlas["uri"], np.vstack([x, atlas["centres"][HELD_OUT]]), k=5)
+    summary = summarise(frame)
+    assert summary["k"] == 5 and summary["store"] == atlas["uri"]  # the settings, as attrs
+    assert (summary["cells"], summary["not_searched"]) == (4, 1)
+    assert summary["novel"] == int(frame["novel"].sum()) >= 1  # the unseen type at least
+    first = summary["labels"][0]
+    assert first["predicted"] == "type0" and first["cells"] == 2
+    assert sum(row["cells"] for row in summary["labels"]) == 3
+    assert first["mean_confidence"] == frame.loc[frame["predicted"] == "type0", "confidence"].mean()
+    off = summarise(annotate(atlas["uri"], x, k=5, novelty=False))
+    assert off["novel"] is None and all(row["novel"] is None for row in off["labels"])
 
 
 def test_clear_errors(atlas, tmp_path):
