@@ -47,8 +47,8 @@ from _common import (
 )
 
 from uceindex.ingestion import ingest_embeddings
+from uceindex.search import annotate
 from uceindex.search import index as uindex
-from uceindex.search.annotate import annotate
 from uceindex.search.neighbours import knn
 from uceindex.search.vote import weighted_vote
 from uceindex.store import Store

@@ -30,7 +30,10 @@ app.command("export", epilog=store_commands.EXPORT_EPILOG)(store_commands.export
 app.command("serve", epilog=serve.EPILOG)(serve.serve)
 app.command("sql", epilog=sql_command.EPILOG)(sql_command.sql)
 app.command("index", epilog=search_commands.INDEX_EPILOG)(search_commands.index)
-app.command("query", epilog=search_commands.QUERY_EPILOG)(search_commands.query)
+app.command("annotate", epilog=search_commands.ANNOTATE_EPILOG)(search_commands.annotate)
+app.command("query", help=search_commands.QUERY_HELP, epilog=search_commands.QUERY_EPILOG)(
+    search_commands.annotate
+)
 app.command("similar", epilog=search_commands.SIMILAR_EPILOG)(search_commands.similar)
 app.command("match", epilog=search_commands.MATCH_EPILOG)(search_commands.match)
 

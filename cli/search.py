@@ -1,4 +1,5 @@
-"""`uceindex index`, `query`, `similar`, `match`: search the store, annotate and match cells."""
+"""`uceindex index`, `annotate` (alias `query`), `similar`, `match`: search the store, annotate
+and match cells."""
 
 from __future__ import annotations
 
@@ -12,9 +13,16 @@ from cli.options import StoreOpt, store_uri
 from cli.render import console, handle_errors, print_json, progress_bar
 
 INDEX_EPILOG = "Example: uceindex index --store ./atlas --stats"
-QUERY_EPILOG = (
-    "Example: uceindex query new.h5ad --species human --k 50 --label cell_type "
+ANNOTATE_EPILOG = (
+    "Example: uceindex annotate new.h5ad --species human --k 50 --label cell_type "
     "--out predictions.csv --store ./atlas  (or --embedding-key X_uce; --out pred.h5ad)"
+)
+QUERY_HELP = (
+    "Alias of annotate, with the same options: predict a label for every cell of an .h5ad "
+    "from its nearest stored cells; flags novel cells."
+)
+QUERY_EPILOG = (
+    "Example: uceindex query new.h5ad --species human --out predictions.csv --store ./atlas"
 )
 SIMILAR_EPILOG = "Example: uceindex similar --cell-id pbmc/AAACATACAACCAC-1 --k 20 --store ./atlas"
 MATCH_EPILOG = (
@@ -65,7 +73,7 @@ def index(
     json: Json = False,
 ) -> None:
     """Build or refresh the vector index of a store (run it after ingesting); --stats measures its recall."""
-    from uceindex.search.index import index_stats, refresh_index
+    from uceindex.search import index_stats, refresh_index
     from uceindex.store import Store
 
     with Store.open(store_uri(store)) as opened:
@@ -102,7 +110,7 @@ def index(
 
 
 @handle_errors
-def query(
+def annotate(
     input: Annotated[Path, typer.Argument(help="The .h5ad of the cells to annotate.")],
     store: StoreOpt = None,
     species: Annotated[
@@ -132,11 +140,12 @@ def query(
 ) -> None:
     """Predict a label for every cell of an .h5ad from its nearest stored cells; flags novel cells."""
     from uceindex.io.h5ad import read_h5ad
-    from uceindex.search.annotate import annotate, write_output
+    from uceindex.search import annotate as annotate_cells
+    from uceindex.search import summarise, write_output
 
     adata = read_h5ad(input)
     with progress_bar("annotating", quiet=json) as update:
-        frame = annotate(
+        frame = annotate_cells(
             store_uri(store),
             adata,
             label=label,
@@ -153,7 +162,7 @@ def query(
         )
     if out is not None:
         write_output(frame, out, adata=adata, label=label)
-    summary = _query_summary(frame, out)
+    summary = {**summarise(frame), "output": str(out) if out else None}
     if json:
         print_json(summary)
         return
@@ -181,34 +190,6 @@ def query(
         console.print(f"wrote {out}", highlight=False)
 
 
-def _query_summary(frame, out) -> dict:
-    searched = frame["predicted"].notna()
-    novel = frame["novel"].fillna(False).astype(bool)
-    groups = (
-        frame[searched]
-        .assign(novel=novel[searched])
-        .groupby("predicted", sort=False)
-        .agg(
-            cells=("confidence", "size"),
-            mean_confidence=("confidence", "mean"),
-            novel=("novel", "sum"),
-        )
-        .sort_values("cells", ascending=False)
-        .reset_index()
-    )
-    return {
-        **frame.attrs,
-        "cells": len(frame),
-        "not_searched": int((~searched).sum()),
-        "novel": int(novel.sum()),
-        "labels": [
-            {k: (int(v) if k in ("cells", "novel") else v) for k, v in row.items()}
-            for row in groups.to_dict("records")
-        ],
-        "output": str(out) if out else None,
-    }
-
-
 @handle_errors
 def similar(
     cell_id: Annotated[str, typer.Option("--cell-id", help="DATASET/OBS_NAME of a stored cell.")],
@@ -220,7 +201,7 @@ def similar(
     json: Json = False,
 ) -> None:
     """List the stored cells most similar to one stored cell."""
-    from uceindex.search.annotate import similar as find_similar
+    from uceindex.search import similar as find_similar
 
     frame = find_similar(store_uri(store), cell_id, k, where=where, nprobes=nprobes, exact=exact)
     if json:
@@ -266,8 +247,8 @@ def match(
 ) -> None:
     """Match the labels of query cells of one species to the stored labels of another."""
     from uceindex.io.h5ad import read_h5ad
-    from uceindex.search.annotate import match as run_match
-    from uceindex.search.annotate import write_output
+    from uceindex.search import match as run_match
+    from uceindex.search import write_output
 
     adata = read_h5ad(input)
     with progress_bar("matching", quiet=json) as update:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import zlib
 
@@ -18,7 +19,7 @@ from uceindex.errors import QueryError, StoreError
 from uceindex.ingestion import ingest_embeddings
 from uceindex.model.load import UCEModel
 from uceindex.model.tiny import write_tiny_model
-from uceindex.search import annotate as A
+from uceindex.search import annotate, match, novelty, similar, summarise
 from uceindex.store import Store
 
 runner = CliRunner()
@@ -54,19 +55,28 @@ def query_cells(types, n, seed, centre):
 
 def test_labels_recovered_with_confidence_and_neighbours(atlas):
     x, truth = query_cells(KNOWN, 100, 1, atlas["centres"])
-    frame = A.annotate(atlas["uri"], x, k=20, neighbour_ids=True)
-    assert list(frame.columns) == [*A.COLUMNS, "neighbours"]
+    frame = annotate(atlas["uri"], x, k=20, neighbour_ids=True)
+    assert list(frame.columns) == [
+        "predicted",
+        "confidence",
+        "runner_up",
+        "runner_up_share",
+        "mean_similarity",
+        "n_neighbours",
+        "novel",
+        "neighbours",
+    ]
     assert (frame["predicted"].to_numpy() == truth).all()
     assert (frame["confidence"] > 0.99).all() and frame["runner_up"].isna().all()
     assert (frame["n_neighbours"] == 20).all() and frame["novel"].mean() <= 0.05  # ~1% by rule
-    ids = frame["neighbours"].iloc[0].split(A.NEIGHBOUR_SEP)
+    ids = frame["neighbours"].iloc[0].split(";")
     assert len(ids) == 20 and all(i.startswith("human1/") for i in ids)  # mouse cells lie far off
     assert frame.attrs["search"] == {"kind": "flat"} and frame.attrs["k"] == 20
 
 
 def test_where_narrows_the_reference(atlas):
     x, _ = query_cells(KNOWN, 20, 2, atlas["centres"])
-    frame = A.annotate(atlas["uri"], x, k=10, where="tissue = 'blood'", neighbour_ids=True)
+    frame = annotate(atlas["uri"], x, k=10, where="tissue = 'blood'", neighbour_ids=True)
     with Store.open(atlas["uri"]) as store:
         blood = set(
             store.cells.search()
@@ -77,76 +87,103 @@ def test_where_narrows_the_reference(atlas):
             .column("cell_id")
             .to_pylist()
         )
-    used = {i for row in frame["neighbours"] for i in row.split(A.NEIGHBOUR_SEP)}
+    used = {i for row in frame["neighbours"] for i in row.split(";")}
     assert used <= blood and frame.attrs["reference_cells"] == 250
 
 
 def test_held_out_type_is_novel(atlas):
     known, _ = query_cells(KNOWN, 200, 3, atlas["centres"])
     new, _ = query_cells([HELD_OUT], 50, 4, atlas["centres"])
-    frame = A.annotate(atlas["uri"], np.vstack([known, new]), k=15)
+    frame = annotate(atlas["uri"], np.vstack([known, new]), k=15)
     novel = frame["novel"].to_numpy(dtype=bool)
     assert novel[200:].all()  # every cell of the unseen type
     assert novel[:200].mean() <= 0.05  # ~1% of seen types, by the calibration rule
     assert 0 < frame.attrs["novelty_threshold"] < 1
 
 
-def test_threshold_is_cached_per_store_version(atlas, tmp_path, monkeypatch):
+def test_threshold_is_cached_per_store_version(atlas, tmp_path):
     uri = tmp_path / "atlas"
     x, labels = cells(np.random.default_rng(5), 400, KNOWN, atlas["centres"])
     write_dataset(uri, "one", x, labels)
-    calls = []
-    real = A.sample_cells
-    monkeypatch.setattr(A, "sample_cells", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    cache = tmp_path / "cache" / "uceindex" / "novelty.json"  # $XDG_CACHE_HOME/uceindex
+    calibrations = set()
+
+    def calibrated() -> int:
+        """Thresholds computed so far: each is written to the disk cache with its time."""
+        entries = json.loads(cache.read_text())
+        calibrations.update((key, e["at"]) for key, e in entries.items())
+        return len(calibrations)
+
     q = x[:5]
-    first = A.annotate(uri, q, k=10).attrs["novelty_threshold"]
-    A.annotate(uri, q, k=10)
-    A._THRESHOLDS.clear()  # a new process: the disk cache answers
-    assert A.annotate(uri, q, k=10).attrs["novelty_threshold"] == first and len(calls) == 1
-    A.annotate(uri, q, k=12)  # another k, another threshold
-    assert len(calls) == 2
+    first = annotate(uri, q, k=10).attrs["novelty_threshold"]
+    assert calibrated() == 1
+    entries = json.loads(cache.read_text())
+    (key,) = entries
+    entries[key]["threshold"] = 0.125  # so that an answer from the disk cache shows
+    cache.write_text(json.dumps(entries))
+    assert annotate(uri, q, k=10).attrs["novelty_threshold"] == first  # from memory
+    importlib.reload(novelty)  # a new process: the disk cache answers, nothing is computed
+    assert annotate(uri, q, k=10).attrs["novelty_threshold"] == 0.125 and calibrated() == 1
+    annotate(uri, q, k=12)  # another k, another threshold
+    assert calibrated() == 2
     write_dataset(uri, "two", x[:50], labels[:50])  # a new table version
-    A.annotate(uri, q, k=10)
-    assert len(calls) == 3
+    annotate(uri, q, k=10)
+    assert calibrated() == 3
 
 
 def test_unsearchable_query_rows_get_no_prediction(atlas):
     x, _ = query_cells(KNOWN, 3, 6, atlas["centres"])
     x[1] = np.nan
-    frame = A.annotate(atlas["uri"], x, k=5)
+    frame = annotate(atlas["uri"], x, k=5)
     assert frame["predicted"].isna().tolist() == [False, True, False]
     assert frame["novel"].isna().tolist() == [False, True, False]
     assert frame["n_neighbours"].tolist() == [5, 0, 5]
-    none = A.annotate(atlas["uri"], np.full((2, DIM), np.nan), k=5)
+    none = annotate(atlas["uri"], np.full((2, DIM), np.nan), k=5)
     assert none["predicted"].isna().all() and none["novel"].isna().all()
+
+
+def test_summary_of_a_prediction_frame(atlas):
+    x, _ = query_cells([0, 0, 1], 3, 6, atlas["centres"])
+    x[2] = np.nan
+    frame = annotate(atlas["uri"], np.vstack([x, atlas["centres"][HELD_OUT]]), k=5)
+    summary = summarise(frame)
+    assert summary["k"] == 5 and summary["store"] == atlas["uri"]  # the settings, as attrs
+    assert (summary["cells"], summary["not_searched"]) == (4, 1)
+    assert summary["novel"] == int(frame["novel"].sum()) >= 1  # the unseen type at least
+    first = summary["labels"][0]
+    assert first["predicted"] == "type0" and first["cells"] == 2
+    assert sum(row["cells"] for row in summary["labels"]) == 3
+    assert first["mean_confidence"] == frame.loc[frame["predicted"] == "type0", "confidence"].mean()
+    off = summarise(annotate(atlas["uri"], x, k=5, novelty=False))
+    assert off["novel"] is None and all(row["novel"] is None for row in off["labels"])
 
 
 def test_clear_errors(atlas, tmp_path):
     x, _ = query_cells(KNOWN, 3, 7, atlas["centres"])
     with pytest.raises(QueryError, match="no label column 'cell_label'.*cell_type"):
-        A.annotate(atlas["uri"], x, label="cell_label")
+        annotate(atlas["uri"], x, label="cell_label")
     with pytest.raises(QueryError, match="only 250 labelled cells where tissue = 'blood'"):
-        A.annotate(atlas["uri"], x, k=300, where="tissue = 'blood'")
+        annotate(atlas["uri"], x, k=300, where="tissue = 'blood'")
     with pytest.raises(QueryError, match="no stored cell has a 'cell_type' label"):
-        A.annotate(atlas["uri"], x, where="tissue = 'bone'")
+        annotate(atlas["uri"], x, where="tissue = 'bone'")
     with pytest.raises(QueryError, match="cannot filter"):
-        A.annotate(atlas["uri"], x, where="tissue = = 'x'")
+        annotate(atlas["uri"], x, where="tissue = = 'x'")
     with pytest.raises(QueryError, match="are 16-d but the store holds 32-d"):
-        A.annotate(atlas["uri"], np.ones((2, 16)))
+        annotate(atlas["uri"], np.ones((2, 16)))
     with Store.open(tmp_path / "empty", create=True):
         pass
     with pytest.raises(StoreError, match="no cells yet"):
-        A.annotate(tmp_path / "empty", x)
+        annotate(tmp_path / "empty", x)
     with pytest.raises(StoreError, match="no store"):
-        A.annotate(tmp_path / "missing", x)
+        annotate(tmp_path / "missing", x)
     with pytest.raises(QueryError, match="no cell 'human1/nope'"):
-        A.similar(atlas["uri"], "human1/nope")
+        similar(atlas["uri"], "human1/nope")
     with pytest.raises(QueryError, match="only 1499 other cells"):
-        A.similar(atlas["uri"], "human1/c0", k=1500)
+        similar(atlas["uri"], "human1/c0", k=1500)
 
 
 def test_similar(atlas):
-    frame = A.similar(atlas["uri"], "human1/c0", 8)
+    frame = similar(atlas["uri"], "human1/c0", 8)
     assert list(frame.columns) == [
         "rank",
         "cell_id",
@@ -158,7 +195,7 @@ def test_similar(atlas):
     ]
     assert "human1/c0" not in set(frame["cell_id"]) and len(frame) == 8
     assert (np.diff(frame["similarity"]) <= 0).all() and (frame["cell_type"] == "type0").all()
-    mouse = A.similar(atlas["uri"], "human1/c0", 5, where="species = 'mouse'")
+    mouse = similar(atlas["uri"], "human1/c0", 5, where="species = 'mouse'")
     assert (mouse["cell_type"] == "m0").all()  # the mouse counterpart of type0
 
 
@@ -168,7 +205,7 @@ def test_match_across_species(atlas, tmp_path):
         obs=pd.DataFrame({"cell_type": [f"m{v}" for v in lm]}, index=[f"q{i}" for i in range(100)])
     )
     query.obsm["X_emb"] = xm
-    result = A.match(
+    result = match(
         atlas["uri"], query, species="mouse", against="human", embedding_key="X_emb", k=10
     )
     assert set(result.cells["predicted"]) <= {f"type{t}" for t in KNOWN}  # human labels only
@@ -178,9 +215,9 @@ def test_match_across_species(atlas, tmp_path):
     png = result.plot(tmp_path / "match.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(QueryError, match="no zebrafish cells.*human, mouse"):
-        A.match(atlas["uri"], query, species="mouse", against="zebrafish", embedding_key="X_emb")
+        match(atlas["uri"], query, species="mouse", against="zebrafish", embedding_key="X_emb")
     with pytest.raises(QueryError, match="no obs column 'louvain'"):
-        A.match(
+        match(
             atlas["uri"],
             query,
             species="mouse",
@@ -195,10 +232,11 @@ def test_match_across_species(atlas, tmp_path):
 
 @pytest.fixture(scope="module")
 def model_store(tmp_path_factory, tiny_model):
-    """80 PBMCs embedded with the tiny model, ingested as a store bound to it."""
+    """The 60 PBMCs of `small_pbmc` embedded with the tiny model, ingested as a store bound
+    to it."""
     from tests.conftest import read_pbmc
 
-    pbmc = read_pbmc()[:80].copy()
+    pbmc = read_pbmc()[:60].copy()
     emb = uceindex.embed(pbmc, "human", model=tiny_model)
     uri = tmp_path_factory.mktemp("model_store") / "atlas"
     ingest_embeddings(
@@ -209,10 +247,10 @@ def model_store(tmp_path_factory, tiny_model):
 
 def test_query_embedded_with_the_store_model(model_store, tiny_model_dir, small_pbmc):
     query = small_pbmc[:20].copy()
-    frame = A.annotate(
+    frame = annotate(
         model_store, query, species="human", model_dir=tiny_model_dir, k=5, neighbour_ids=True
     )
-    first = [row.split(A.NEIGHBOUR_SEP)[0] for row in frame["neighbours"]]
+    first = [row.split(";")[0] for row in frame["neighbours"]]
     assert first == [f"pbmc/{name}" for name in query.obs_names]  # same cell, same embedding
     assert "X_uce" in query.obsm  # embedded on the way
 
@@ -220,15 +258,15 @@ def test_query_embedded_with_the_store_model(model_store, tiny_model_dir, small_
 def test_another_model_or_width_is_refused(model_store, tmp_path, pbmc_genes, small_pbmc):
     other = write_tiny_model(tmp_path / "other", {"human": pbmc_genes[:700]}, seed=1)
     with pytest.raises(QueryError, match="--model-dir"):
-        A.annotate(model_store, small_pbmc, species="human", model_dir=other)
+        annotate(model_store, small_pbmc, species="human", model_dir=other)
     with pytest.raises(QueryError, match="are 50-d but the store holds 16-d"):
-        A.annotate(model_store, small_pbmc, embedding_key="X_pca")
+        annotate(model_store, small_pbmc, embedding_key="X_pca")
     small_pbmc.obsm["X_uce"] = np.ones((small_pbmc.n_obs, 16), dtype=np.float32)
     small_pbmc.uns["uce"] = {"fingerprint": UCEModel(other).fingerprint}
     with pytest.raises(QueryError, match="made by model fingerprint"):
-        A.annotate(model_store, small_pbmc, embedding_key="X_uce")
+        annotate(model_store, small_pbmc, embedding_key="X_uce")
     with pytest.raises(QueryError, match="needs its species"):
-        A.annotate(model_store, small_pbmc)
+        annotate(model_store, small_pbmc)
 
 
 # -- the shipped labelled PBMCs: uceindex beside scikit-learn -------------------------------------
@@ -242,11 +280,12 @@ def _scores(truth, pred) -> tuple[float, float]:
     return accuracy_score(truth, pred), f1_score(truth, pred, average="macro", zero_division=0)
 
 
-def test_pbmc_held_out_batches_beside_sklearn(tmp_path, pbmc, capsys):
+def test_pbmc_held_out_batches_beside_sklearn(tmp_path, pbmc):
     """pbmc700 has no donor or batch column (one donor, 10x PBMC 68k): its cells are split
     into 5 deterministic pseudo-batches (crc32 of the cell name mod 5), and separately by
     cell-cycle phase (G1 vs S/G2M); each part is annotated from the others on obsm["X_pca"]
-    by uceindex (similarity-weighted vote) and by KNeighborsClassifier (cosine, uniform)."""
+    by uceindex (similarity-weighted vote) and by KNeighborsClassifier (cosine, uniform).
+    bench/annotate.py prints the same comparison as a table."""
     from sklearn.neighbors import KNeighborsClassifier
 
     k = 15
@@ -256,7 +295,6 @@ def test_pbmc_held_out_batches_beside_sklearn(tmp_path, pbmc, capsys):
         "5 pseudo-batches": np.array([zlib.crc32(n.encode()) % 5 for n in pbmc.obs_names]),
         "phase G1 | S+G2M": (pbmc.obs["phase"] != "G1").to_numpy().astype(int),
     }
-    rows = []
     for name, part in splits.items():
         ours = np.empty(len(truth), dtype=object)
         theirs = np.empty(len(truth), dtype=object)
@@ -265,33 +303,24 @@ def test_pbmc_held_out_batches_beside_sklearn(tmp_path, pbmc, capsys):
             uri = tmp_path / f"{name[:5]}{p}"
             obs = pbmc.obs.loc[rest, ["cell_type"]].astype(str)
             ingest_embeddings(uri, "rest", obs, x[rest], "human", "pca", "pca-50")
-            ours[held] = A.annotate(uri, x[held], k=k, novelty=False)["predicted"].to_numpy()
+            ours[held] = annotate(uri, x[held], k=k, novelty=False)["predicted"].to_numpy()
             clf = KNeighborsClassifier(n_neighbors=k, metric="cosine").fit(x[rest], truth[rest])
             theirs[held] = clf.predict(x[held])
-        rows.append((name, *_scores(truth, ours), *_scores(truth, theirs)))
-    with capsys.disabled():
-        print(
-            f"\npbmc700 X_pca, k={k}: accuracy / macro-F1, uceindex vs sklearn KNeighborsClassifier"
-        )
-        for name, acc, f1, sk_acc, sk_f1 in rows:
-            print(
-                f"  {name:18s} uceindex {acc:.3f} / {f1:.3f}   sklearn {sk_acc:.3f} / {sk_f1:.3f}"
-            )
-    for _, acc, f1, sk_acc, sk_f1 in rows:
-        assert acc >= sk_acc - 0.02 and f1 >= sk_f1 - 0.03
-        assert acc > 0.6
+        (acc, f1), (sk_acc, sk_f1) = _scores(truth, ours), _scores(truth, theirs)
+        assert acc >= sk_acc - 0.02 and f1 >= sk_f1 - 0.03, name
+        assert acc > 0.6, name
 
 
 # -- command line --------------------------------------------------------------------------------
 
 
-def test_cli_query_outputs(atlas, tmp_path):
+def test_cli_annotate_and_its_alias_query(atlas, tmp_path):
     x, truth = query_cells(KNOWN, 30, 9, atlas["centres"])
     query = ad.AnnData(obs=pd.DataFrame(index=[f"q{i}" for i in range(30)]))
     query.obsm["X_emb"] = x.astype(np.float32)
     src = tmp_path / "query.h5ad"
     query.write_h5ad(src)
-    base = ["query", str(src), "--store", atlas["uri"], "--embedding-key", "X_emb", "--k", "10"]
+    base = ["annotate", str(src), "--store", atlas["uri"], "--embedding-key", "X_emb", "--k", "10"]
 
     result = runner.invoke(app, [*base, "--out", str(tmp_path / "pred.csv")])
     assert result.exit_code == 0, result.output
@@ -306,6 +335,9 @@ def test_cli_query_outputs(atlas, tmp_path):
     result = runner.invoke(app, [*base, "--out", str(tmp_path / "pred.h5ad"), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["cells"] == 30
+    alias = runner.invoke(app, ["query", *base[1:], "--out", str(tmp_path / "pred.h5ad"), "--json"])
+    assert alias.exit_code == 0 and json.loads(alias.stdout) == json.loads(result.stdout)
+    assert "Alias of annotate" in runner.invoke(app, ["--help"]).output
     annotated = ad.read_h5ad(tmp_path / "pred.h5ad")
     assert (annotated.obs["cell_type_predicted"].astype(str).to_numpy() == truth).all()
     assert annotated.obs["cell_type_novel"].sum() == 0 and "X_emb" in annotated.obsm

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from uceindex.errors import QueryError
-from uceindex.search.match import (
+from uceindex.search.matching import (
     MATCH_COLUMNS,
     MISSING_LABEL,
     match_matrix,

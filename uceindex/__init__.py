@@ -31,6 +31,15 @@ _EXPORTS = {
     "ingest": "uceindex.ingestion",
     "ingest_embeddings": "uceindex.ingestion",
     # search
+    "annotate": "uceindex.search",
+    "summarise": "uceindex.search",
+    "similar": "uceindex.search",
+    "match": "uceindex.search",
+    "MatchResult": "uceindex.search",
+    "write_output": "uceindex.search",
+    "add_to_obs": "uceindex.search",
+    "refresh_index": "uceindex.search",
+    "index_stats": "uceindex.search",
     # sql and the service
     "Client": "uceindex.service.client",
 }

@@ -1,5 +1,34 @@
-"""Search over the store: k-NN annotation, cross-species matching, similar-cell search.
+"""Search over the store: k-NN annotation, similar cells, cross-species matching, the index.
 
-`vote` and `match` are the pure maths (numpy in, numpy or pandas out, no I/O); the modules
-that talk to the store sit on top of them.
+    from uceindex.search import annotate, summarise, similar, match, refresh_index
+
+`vote` and `matching` are the pure maths (numpy in, numpy or pandas out, no I/O);
+`index` (the vector index) and `neighbours` (batched k-NN, `knn`) talk to the `cells`
+table; the verbs sit on top: `annotation`, `similar_cells`, `cross_species`, with `query`
+(query vectors), `novelty` (the threshold), `output` (files, obs) and `recall`.
+Every verb takes a `Store` or a store URI. No torch here unless a query is embedded.
 """
+
+from uceindex.search.annotation import annotate, summarise
+from uceindex.search.cross_species import MatchResult, match
+from uceindex.search.index import IndexReport, refresh_index
+from uceindex.search.neighbours import Neighbours, knn
+from uceindex.search.output import add_to_obs, write_output
+from uceindex.search.recall import RecallReport, index_stats
+from uceindex.search.similar_cells import similar
+
+__all__ = [
+    "annotate",
+    "summarise",
+    "similar",
+    "match",
+    "MatchResult",
+    "write_output",
+    "add_to_obs",
+    "refresh_index",
+    "IndexReport",
+    "index_stats",
+    "RecallReport",
+    "knn",
+    "Neighbours",
+]

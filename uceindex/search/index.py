@@ -31,8 +31,9 @@ import time
 from dataclasses import asdict, dataclass
 
 from uceindex.errors import QueryError, StoreError
+from uceindex.store.schema import EMBEDDING
+from uceindex.store.store import Store, retry_commit
 
-EMBEDDING = "embedding"  # the vector column of `cells` (store contract)
 INDEX_NAME = "embedding_idx"
 METRIC = "cosine"
 KINDS = ("auto", "flat", "ivf_flat", "ivf_hnsw_sq")
@@ -266,114 +267,48 @@ def _scalar_indexes(table) -> list[str]:
 
 
 def refresh_index(
-    store, kind: str = "auto", *, rebuild: bool = False, partition_size: int | None = None
+    store: Store | str | None,
+    kind: str = "auto",
+    *,
+    rebuild: bool = False,
+    partition_size: int | None = None,
 ) -> IndexReport:
-    """Bring the vector index of `store.cells` up to date; returns what was done.
+    """Bring the vector index of the store's `cells` up to date; returns what was done.
 
-    No index yet: build the planned one (nothing for a table below FLAT_MAX_ROWS). An
-    index with new rows: fold them in with Lance's `optimize()` (which also compacts small
-    fragments), or retrain it when they reach REBUILD_SHARE of the indexed rows, when
-    rebuild=True, or when another kind is asked for. kind="flat" drops the index.
-    Scalar indexes on filter columns are added where missing. Safe to run again: with
-    nothing new it does nothing. The store is refreshed to the new version."""
-    from uceindex.store.store import retry_commit
-
+    store: a Store or a URI. No index yet: build the planned one (nothing for a table below
+    FLAT_MAX_ROWS). An index with new rows: fold them in with Lance's `optimize()` (which
+    also compacts small fragments), or retrain it when they reach REBUILD_SHARE of the
+    indexed rows, when rebuild=True, or when another kind is asked for. kind="flat" drops
+    the index. Scalar indexes on filter columns are added where missing. Safe to run again:
+    with nothing new it does nothing. The store is refreshed to the new version."""
     started = time.perf_counter()
-    table = cells_table(store)
-    state = describe_index(table)
-    plan_index(state.n_rows, kind, partition_size)  # checks the arguments
-    scalar = _scalar_indexes(table)
-    current = state.kind
-    if kind == "flat":
-        action = "not needed"
-        if current != "flat":
-            table.drop_index(_vector_index(table).name)
-            action = "dropped"
-    elif current == "flat":
-        plan = plan_index(state.n_rows, kind, partition_size)
-        action = "not needed"
-        if plan.kind != "flat":
-            table.create_index(EMBEDDING, config=plan.config(), name=INDEX_NAME, replace=True)
-            action = "built"
-    else:  # an index exists: keep its kind unless another is asked for
-        plan = plan_index(state.n_rows, current if kind == "auto" else kind, partition_size)
-        stale = state.unindexed_rows >= REBUILD_SHARE * max(state.indexed_rows, 1)
-        if rebuild or plan.kind != current or stale:
-            table.create_index(EMBEDDING, config=plan.config(), name=INDEX_NAME, replace=True)
-            action = "rebuilt"
-        elif state.unindexed_rows == 0:
-            action = "up to date"
-        else:
-            retry_commit(table.optimize)  # folds new rows into the partitions, compacts
-            action = "refreshed"
-    store.refresh()
-    return IndexReport(action, describe_index(store.cells), time.perf_counter() - started, scalar)
-
-
-@dataclass
-class RecallReport:
-    """Recall@k of the searches the store runs now, against exact search, on a sample."""
-
-    k: int
-    sample: int
-    recall_mean: float
-    recall_min: float
-    recall_p05: float
-    params: SearchParams
-    index_ms_per_query: float
-    exact_ms_per_query: float
-
-    def as_dict(self) -> dict:
-        d = asdict(self)
-        d["params"] = self.params.as_dict()
-        for key in ("recall_mean", "recall_min", "recall_p05"):
-            d[key] = round(d[key], 4)
-        for key in ("index_ms_per_query", "exact_ms_per_query"):
-            d[key] = round(d[key], 3)
-        return d
-
-
-def index_stats(
-    store, *, k: int = 50, sample: int = 200, seed: int = 0, **overrides
-) -> RecallReport:
-    """Measure recall@k: `sample` stored cells (seeded) are searched through the index as
-    queries run (`search_params`, with `overrides` such as nprobes=) and exactly, for k + 1
-    neighbours of which the cell itself is dropped (it would be a free hit); recall of a
-    cell = share of its exact k neighbours that the index search returned. Both searches
-    are batched; the timings are per query inside the batch. With no index, recall is 1."""
-    import numpy as np
-
-    from uceindex.search.neighbours import knn, sample_cells  # neighbours builds on this module
-
-    table = cells_table(store)
-    state = describe_index(table)
-    if k >= state.n_rows:
-        raise QueryError(
-            f"k = {k} but the store holds only {state.n_rows} cells, the sampled one "
-            "included: lower k"
-        )
-    ids, vectors = sample_cells(table, sample, seed=seed)
-    params = search_params(state, k, **overrides)
-    started = time.perf_counter()
-    found = knn(table, vectors, k + 1, params=params)
-    index_s = time.perf_counter() - started
-    started = time.perf_counter()
-    truth = knn(table, vectors, k + 1, params=SearchParams("flat"))
-    exact_s = time.perf_counter() - started
-
-    def others(result, i: int) -> list:
-        return [c for c in result.cell_id[i][result.valid[i]] if c != ids[i]][:k]
-
-    recall = np.array(
-        [len(set(others(found, i)) & set(others(truth, i))) / k for i in range(len(ids))]
-    )
-    return RecallReport(
-        k=k,
-        sample=len(ids),
-        recall_mean=float(recall.mean()),
-        recall_min=float(recall.min()),
-        recall_p05=float(np.quantile(recall, 0.05)),
-        params=params,
-        index_ms_per_query=1000 * index_s / len(ids),
-        exact_ms_per_query=1000 * exact_s / len(ids),
-    )
+    with Store.using(store) as st:
+        table = cells_table(st)
+        state = describe_index(table)
+        plan_index(state.n_rows, kind, partition_size)  # checks the arguments
+        scalar = _scalar_indexes(table)
+        current = state.kind
+        if kind == "flat":
+            action = "not needed"
+            if current != "flat":
+                table.drop_index(_vector_index(table).name)
+                action = "dropped"
+        elif current == "flat":
+            plan = plan_index(state.n_rows, kind, partition_size)
+            action = "not needed"
+            if plan.kind != "flat":
+                table.create_index(EMBEDDING, config=plan.config(), name=INDEX_NAME, replace=True)
+                action = "built"
+        else:  # an index exists: keep its kind unless another is asked for
+            plan = plan_index(state.n_rows, current if kind == "auto" else kind, partition_size)
+            stale = state.unindexed_rows >= REBUILD_SHARE * max(state.indexed_rows, 1)
+            if rebuild or plan.kind != current or stale:
+                table.create_index(EMBEDDING, config=plan.config(), name=INDEX_NAME, replace=True)
+                action = "rebuilt"
+            elif state.unindexed_rows == 0:
+                action = "up to date"
+            else:
+                retry_commit(table.optimize)  # folds new rows into the partitions, compacts
+                action = "refreshed"
+        st.refresh()
+        return IndexReport(action, describe_index(st.cells), time.perf_counter() - started, scalar)

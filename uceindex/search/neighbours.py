@@ -22,8 +22,10 @@ import numpy as np
 
 from uceindex import CORES
 from uceindex.errors import QueryError
-from uceindex.search.index import EMBEDDING, METRIC, SearchParams, describe_index, search_params
+from uceindex.search.index import METRIC, SearchParams, describe_index, search_params
+from uceindex.store.schema import EMBEDDING
 from uceindex.store.store import sql_string
+from uceindex.vectors import unit_rows
 
 QUERY_BATCH = 256  # query vectors per Lance search call
 SEARCH_THREADS = min(4, CORES)  # Lance search calls in flight at once
@@ -57,17 +59,17 @@ def both(*predicates: str | None) -> str | None:
     return " AND ".join(parts) or None
 
 
-def unit_rows(vectors, dim: int) -> np.ndarray:
+def _query_rows(vectors, dim: int) -> np.ndarray:
     """(n, dim) float32 rows scaled to unit norm; refuses NaN, inf, zero rows, wrong width."""
     v = np.asarray(vectors, dtype=np.float32)
     if v.ndim == 1:
         v = v[None, :]
     if v.ndim != 2 or v.shape[1] != dim:
         raise QueryError(f"query vectors must be (n, {dim}) to match the store, got {v.shape}")
-    norms = np.linalg.norm(v, axis=1)
-    if not np.isfinite(norms).all() or (norms == 0).any():
+    unit, ok = unit_rows(v)
+    if not ok.all():
         raise QueryError("a query vector has NaN/inf values or is all zeros")
-    return v / norms[:, None]
+    return unit
 
 
 def count_cells(table, where: str | None) -> int:
@@ -95,7 +97,7 @@ def knn(
     or an unknown column raises QueryError. k may exceed the matching cells (slots padded).
     """
     dim = table.schema.field(EMBEDDING).type.list_size
-    q = unit_rows(vectors, dim)
+    q = _query_rows(vectors, dim)
     if k < 1:
         raise QueryError(f"k must be at least 1, got {k}")
     missing = [c for c in columns if c not in table.schema.names]

@@ -252,14 +252,14 @@ async def annotate(request: Request):
     JSON (AnnotateRequest: embeddings) or multipart: `file` (.h5ad) with form fields k,
     label, where, species, embedding_key (without it the cells are embedded with the
     store's model)."""
-    from uceindex.search import annotate as annotating
+    from uceindex.search import annotate as annotate_cells
 
     if _is_multipart(request):
         adata, fields = await _upload(request)
         k = _form_int(fields, "k", 50)
         _check_k(request, k, adata.n_obs)
         frame = await run_in_threadpool(
-            annotating.annotate,
+            annotate_cells,
             _store(request),
             adata,
             k=k,
@@ -273,7 +273,7 @@ async def annotate(request: Request):
         body = shapes.AnnotateRequest.model_validate(await _json(request))
         _check_k(request, body.k, len(body.embeddings))
         frame = await run_in_threadpool(
-            annotating.annotate,
+            annotate_cells,
             _store(request),
             np.asarray(body.embeddings, dtype=np.float32),
             k=body.k,
@@ -302,7 +302,7 @@ async def match(request: Request):
     label, query_label, k, where, embedding_key."""
     import anndata
 
-    from uceindex.search import annotate as annotating
+    from uceindex.search import match as match_cells
 
     if _is_multipart(request):
         adata, fields = await _upload(request)
@@ -313,7 +313,7 @@ async def match(request: Request):
         k = _form_int(fields, "k", 50)
         _check_k(request, k, adata.n_obs)
         result = await run_in_threadpool(
-            annotating.match,
+            match_cells,
             _store(request),
             adata,
             species=fields["species"],
@@ -340,7 +340,7 @@ async def match(request: Request):
         )
         adata.obsm["embedding"] = np.asarray(body.embeddings, dtype=np.float32)
         result = await run_in_threadpool(
-            annotating.match,
+            match_cells,
             _store(request),
             adata,
             species=body.species,

@@ -1,0 +1,107 @@
+"""Cross-species matching over a store: query cells of one species against another's labels.
+
+Each query cell is annotated against the stored cells of the reference species only
+(`annotate` with where "species = against"); `matching` then tabulates the query's own
+labels against those predictions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from uceindex.errors import QueryError
+from uceindex.search.annotation import K, annotate
+from uceindex.search.index import cells_table
+from uceindex.search.matching import match_matrix, match_table, plot_match
+from uceindex.search.neighbours import both, count_cells
+from uceindex.search.query import LABEL, Progress
+from uceindex.store.store import Store, sql_string
+
+
+@dataclass
+class MatchResult:
+    """Per query cell predictions (`cells`, with the query's own label in `query_label`),
+    the long matching table and the query x reference matrix of shares."""
+
+    cells: pd.DataFrame
+    table: pd.DataFrame
+    matrix: pd.DataFrame
+    species: str
+    against: str
+
+    def plot(self, path) -> Path:
+        """The matrix as a heatmap PNG (matching.plot_match)."""
+        return plot_match(
+            self.matrix,
+            path,
+            title=f"{self.species} cells vs {self.against} reference: share of each "
+            f"{self.species} label's cells per predicted {self.against} label",
+            xlabel=f"{self.against} reference label",
+            ylabel=f"{self.species} query label",
+        )
+
+
+def store_species(store: Store) -> list[str]:
+    """The species of the store's data sets."""
+    frame = store.datasets()
+    return sorted({str(s) for s in frame["species"].dropna()}) if len(frame) else []
+
+
+def match(
+    store: Store | str | None,
+    query,
+    *,
+    species: str,
+    against: str,
+    label: str = LABEL,
+    query_label: str | None = None,
+    k: int = K,
+    where: str | None = None,
+    embedding_key: str | None = None,
+    model_dir=None,
+    model=None,
+    exact: bool = False,
+    nprobes: int | None = None,
+    device: str | None = None,
+    progress: Progress | None = None,
+) -> MatchResult:
+    """Match query cells of `species` (an AnnData) against the stored cells of species
+    `against`: each query cell gets the best `label` of its k most similar reference cells
+    (`annotate` with where "species = against"), then `matching.match_table` /
+    `match_matrix` tabulate the query's own labels (obs[query_label], default `label`)
+    against them. store: a Store or a URI."""
+    query_label = query_label or label
+    if query_label not in query.obs:
+        raise QueryError(
+            f"the query has no obs column {query_label!r} to match (--query-label); "
+            f"it has: {', '.join(map(str, query.obs.columns)) or 'none'}"
+        )
+    with Store.using(store) as st:
+        cells = cells_table(st)
+        if not count_cells(cells, f"species = {sql_string(against)}"):
+            have = ", ".join(store_species(st)) or "none"
+            raise QueryError(f"the store has no {against} cells to match against (it has: {have})")
+        frame = annotate(
+            st,
+            query,
+            label=label,
+            k=k,
+            where=both(f"species = {sql_string(against)}", where),
+            species=species,
+            embedding_key=embedding_key,
+            model_dir=model_dir,
+            model=model,
+            exact=exact,
+            nprobes=nprobes,
+            device=device,
+            progress=progress,
+        )
+    own = query.obs[query_label].astype(object)
+    own = np.asarray(own.where(own.notna(), None), dtype=object)
+    frame.insert(0, "query_label", own)
+    table = match_table(own, frame["predicted"].to_numpy(), frame["mean_similarity"].to_numpy())
+    return MatchResult(frame, table, match_matrix(table), species, against)
