@@ -32,6 +32,7 @@ _EXPORTS = {
     "ingest_embeddings": "uceindex.ingestion",
     # search
     # sql and the service
+    "SqlSession": "uceindex.sql",
     "Client": "uceindex.service.client",
 }
 __all__ = ["__version__", *_EXPORTS]
