@@ -15,16 +15,15 @@ from starlette.concurrency import run_in_threadpool
 
 from uceindex import __version__
 from uceindex.errors import InputDataError, QueryError
-from uceindex.service import shapes
-from uceindex.service.app import NotFound, TooLarge, require
+from uceindex.service import deps, shapes
+from uceindex.service.deps import LimitsDep, SqlDep, StoreDep
+from uceindex.service.deps import store as _store  # search, annotate, match take the request
+from uceindex.service.errors import NotFound, TooLarge, require
+from uceindex.store.schema import EMBEDDING
 from uceindex.store.store import sql_string
 
 public = APIRouter()
 private = APIRouter()
-
-
-def _store(request: Request):
-    return request.app.state.view.get()
 
 
 def _plain(value):
@@ -39,9 +38,8 @@ def _record(row: dict) -> dict:
 
 
 @public.get("/health", response_model=shapes.Health, tags=["store"])
-def health(request: Request):
+def health(store: StoreDep):
     """Liveness and what the store holds; needs no token."""
-    store = _store(request)
     return {
         "status": "ok",
         "version": __version__,
@@ -51,19 +49,18 @@ def health(request: Request):
 
 
 @private.get("/datasets", response_model=list[shapes.Dataset], tags=["store"])
-def datasets(request: Request):
+def datasets(store: StoreDep):
     """One entry per ingested file, oldest first."""
-    frame = _store(request).datasets()
+    frame = store.datasets()
     return [_record(r) for r in frame.to_dict(orient="records")]
 
 
 @private.get("/cells/{cell_id:path}", tags=["store"], response_model=dict)
-def cell(request: Request, cell_id: str, embedding: bool = False):
+def cell(cell_id: str, store: StoreDep, embedding: bool = False):
     """One stored cell's metadata (and its embedding with ?embedding=true)."""
-    store = _store(request)
     if store.cells is None:
         raise NotFound(f"no cell {cell_id!r}: the store holds no cells yet")
-    columns = [c for c in store.cells.schema.names if embedding or c != "embedding"]
+    columns = [c for c in store.cells.schema.names if embedding or c != EMBEDDING]
     rows = (
         store.cells.search()
         .where(f"cell_id = {sql_string(cell_id)}")
@@ -75,35 +72,15 @@ def cell(request: Request, cell_id: str, embedding: bool = False):
         raise NotFound(f"no cell {cell_id!r} in the store")
     row = _record(rows[0])
     if embedding:
-        row["embedding"] = [float(x) for x in row["embedding"]]
+        row[EMBEDDING] = [float(x) for x in row[EMBEDDING]]
     return row
 
 
-def _sql_session(request: Request):
-    """One read-only SQL session per store snapshot: a new one once an ingest has committed."""
-    from uceindex.sql import SqlSession
-
-    state = request.app.state
-    store = _store(request)
-    versions = store.versions()
-    with state.sql_lock:
-        cached = getattr(state, "sql", None)
-        if cached is None or cached[0] != versions:
-            # The old session is not closed here: a request may still be using it.
-            limits = state.limits
-            state.sql = (
-                versions,
-                SqlSession(store, timeout_s=limits.sql_timeout_s, max_rows=limits.max_rows),
-            )
-        return state.sql[1]
-
-
 @private.post("/sql", response_model=shapes.SqlResponse, tags=["sql"])
-def sql(request: Request, body: shapes.SqlRequest):
+def sql(body: shapes.SqlRequest, session: SqlDep, limits: LimitsDep):
     """A read-only SQL statement over the views cells, datasets, rejects (DuckDB)."""
-    limits = request.app.state.limits
     limit = min(body.limit or limits.max_rows, limits.max_rows)
-    result = _sql_session(request).execute(body.sql, limit=limit)
+    result = session.execute(body.sql, limit=limit)
     rows = [[_plain(v) for v in row] for row in result.rows()]
     return jsonable_encoder(
         {
@@ -116,7 +93,7 @@ def sql(request: Request, body: shapes.SqlRequest):
 
 
 def _check_k(request: Request, k: int, n_queries: int) -> None:
-    limits = request.app.state.limits
+    limits = deps.limits(request)
     require(1 <= k <= limits.max_k, f"k must be between 1 and {limits.max_k}")
     require(
         n_queries <= limits.max_queries, f"at most {limits.max_queries:,} query cells per request"
@@ -172,11 +149,11 @@ def search(request: Request, body: shapes.SearchRequest):
 
 def _model(request: Request):
     """The model for embedding uploads, loaded once per service."""
-    from uceindex.model.load import UCEModel
+    from uceindex import UCEModel  # torch: imported on the first upload that needs it
 
     state = request.app.state
     with state.model_lock:
-        if getattr(state, "model", None) is None:
+        if state.model is None:
             state.model = UCEModel(state.model_dir)
         return state.model
 
@@ -185,7 +162,7 @@ async def _upload(request: Request):
     """The multipart upload (field `file`, an .h5ad) as AnnData, plus the form's fields."""
     from uceindex.io.h5ad import read_h5ad
 
-    limits = request.app.state.limits
+    limits = deps.limits(request)
     form = await request.form()
     upload = form.get("file")
     require(
