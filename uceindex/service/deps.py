@@ -1,6 +1,6 @@
 """What a request depends on: the store's snapshot, the token check, the limits, SQL.
 
-Routes declare them as parameters (`store: StoreDep`, `limits: LimitsDep`, `sql: SqlDep`);
+Routes declare them as parameters (`store: StoreDep`, `limits: LimitsDep`, `session: SqlDep`);
 the private router depends on `check_token`. `create_app` puts what they read in
 `app.state`: `view` (a StoreView), `token`, `limits`, `sql` (the cached SqlSession).
 """
