@@ -27,7 +27,6 @@ MAX_CELL_CHARS = 40  # longer text is cut with an ellipsis
 VECTOR_HEAD = 3  # values shown of a vector before "… (D)"
 HISTORY = Path(os.environ.get("UCEINDEX_SQL_HISTORY", "~/.local/share/uceindex/sql_history"))
 HISTORY_LINES = 1000
-SUFFIXES = {".csv": "csv", ".json": "json", ".parquet": "parquet", ".pq": "parquet"}
 HELP = """\
 End a statement with ; (it may span lines). The views: cells, datasets, rejects.
   .tables           the views
@@ -71,10 +70,10 @@ def sql(
 ) -> None:
     """Query the store with DuckDB: views cells, datasets, rejects; similar(cell_id, k) and
     similar_to_vector(vector, k) for the nearest cells. Read-only."""
-    from uceindex.sql import SqlSession
+    from uceindex.sql import FORMATS, SqlSession, format_of
 
-    fmt = format or (SUFFIXES.get(out.suffix.lower()) if out else None) or "table"
-    if fmt not in ("table", "csv", "json", "parquet"):
+    fmt = format or (format_of(out) if out else None) or "table"
+    if fmt not in ("table", *FORMATS):
         raise QueryError(f"unknown --format {fmt!r}: use table, csv, json or parquet")
     if fmt == "table" and out is not None:
         raise QueryError(f"--out {out} needs --format csv, json or parquet")

@@ -16,7 +16,9 @@ def test_results_come_in_order_whatever_finishes_first(workers):
         time.sleep(0.02 if i % 3 == 0 else 0)
         return i * i
 
-    assert list(ahead(slow_first, range(10), workers=workers, depth=4)) == [i * i for i in range(10)]
+    assert list(ahead(slow_first, range(10), workers=workers, depth=4)) == [
+        i * i for i in range(10)
+    ]
 
 
 def test_never_more_than_depth_ahead_of_the_consumer():

@@ -1,4 +1,5 @@
-"""The service under a real uvicorn on 127.0.0.1, driven over HTTP."""
+"""The service under a real uvicorn on 127.0.0.1, driven over HTTP; `uceindex serve`'s
+options checked in-process (the app it would serve, through Starlette's TestClient)."""
 
 from __future__ import annotations
 
@@ -12,13 +13,18 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
+from cli.main import app as cli_app
 from uceindex.errors import UceIndexError
 from uceindex.ingestion import ingest
 from uceindex.service.client import Client, ServiceCallError
 
 TOKEN = "s3cret-token"
 DIM = 8
+runner = CliRunner()
 
 
 def _free_port() -> int:
@@ -186,16 +192,33 @@ def test_oversized_body_is_refused_before_it_is_read(server):
     assert b" 413 " in status_line
 
 
-def test_non_loopback_bind_needs_a_token(store):
-    env = {k: v for k, v in os.environ.items() if k != "UCEINDEX_TOKEN"}
-    result = subprocess.run(
-        [sys.executable, "-m", "cli.main", "serve", "--store", str(store), "--host", "0.0.0.0"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
+def _serve_in_process(monkeypatch, store, *args, token=None):
+    """`uceindex serve ...` up to the point where uvicorn would run: (result, what uvicorn got)."""
+    served = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: served.update(app=app, **options))
+    result = runner.invoke(
+        cli_app, ["serve", "--store", str(store), *args], env={"UCEINDEX_TOKEN": token}
     )
-    assert result.returncode == 1 and "without a token" in result.stderr
+    return result, served
+
+
+def test_non_loopback_bind_needs_a_token(store, monkeypatch):
+    result, served = _serve_in_process(monkeypatch, store, "--host", "0.0.0.0")
+    assert result.exit_code == 1 and "without a token" in result.stderr
+    assert not served  # refused before anything is served
+
+
+def test_a_token_lets_any_address_be_bound_and_guards_the_app(store, monkeypatch):
+    result, served = _serve_in_process(
+        monkeypatch, store, "--host", "0.0.0.0", "--port", "8123", token=TOKEN
+    )
+    assert result.exit_code == 0, result.output
+    assert (served["host"], served["port"]) == ("0.0.0.0", 8123)
+    assert "with a token" in result.stderr
+    with TestClient(served["app"]) as c:
+        assert c.get("/health").status_code == 200
+        assert c.get("/datasets").status_code == 401
+        assert c.get("/datasets", headers=_auth()).status_code == 200
 
 
 def test_client_reports_an_unreachable_service():
@@ -231,20 +254,25 @@ def test_search_limits_and_bad_filters(client):
         client.search(k=3)
 
 
-def test_limits_are_set_on_the_command_line(store):
-    proc, url = _serve(store, args=["--max-k", "5", "--max-rows", "3", "--max-queries", "2"])
-    try:
-        with Client(url) as c:
-            assert len(c.search(vectors=[np.ones(DIM)], k=5)["results"][0]) == 5
-            with pytest.raises(ServiceCallError, match="between 1 and 5"):
-                c.search(vectors=[np.ones(DIM)], k=6)
-            with pytest.raises(ServiceCallError, match="at most 2 query"):
-                c.search(vectors=np.ones((3, DIM)), k=1)
-            rows = c.sql("SELECT cell_id FROM cells")
-            assert len(rows["rows"]) == 3 and rows["truncated"]
-    finally:
-        proc.terminate()
-        proc.wait(10)
+def test_limits_are_set_on_the_command_line(store, monkeypatch):
+    result, served = _serve_in_process(
+        monkeypatch, store, "--max-k", "5", "--max-rows", "3", "--max-queries", "2"
+    )
+    assert result.exit_code == 0, result.output
+    assert (served["host"], served["port"]) == ("127.0.0.1", 8000)
+
+    def refusal(response) -> str:
+        assert response.status_code == 400
+        return response.json()["error"]["message"]
+
+    one = [[1.0] * DIM]
+    with TestClient(served["app"]) as c:
+        assert len(c.post("/search", json={"vectors": one, "k": 5}).json()["results"][0]) == 5
+        assert "between 1 and 5" in refusal(c.post("/search", json={"vectors": one, "k": 6}))
+        three = {"vectors": one * 3, "k": 1}
+        assert "at most 2 query" in refusal(c.post("/search", json=three))
+        rows = c.post("/sql", json={"sql": "SELECT cell_id FROM cells"}).json()
+        assert len(rows["rows"]) == 3 and rows["truncated"]
 
 
 def test_annotate_embeddings(client):

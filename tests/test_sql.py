@@ -6,6 +6,7 @@ import io
 import json
 import time
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -15,7 +16,7 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from uceindex.errors import QueryError
-from uceindex.sql import SqlSession, write_batches
+from uceindex.sql import SqlSession, sandbox, similar, write_batches
 
 DIM = 64  # wide enough that the vectors outweigh the metadata, as in a real store
 N_PER_DATASET = (700, 500, 300)
@@ -149,45 +150,130 @@ def test_count_over_a_filter_does_not_read_embeddings(sql, store):
     scan = plan[plan.index("PYTHON_ARROW_SCAN") :]
     assert "Filters:" in scan and "tissue" in scan and "embedding" not in scan
 
-    dataset = sql._datasets["cells"]  # the Lance dataset behind the view
-    dataset.io_stats_incremental()
+    before = _bytes_read()
     assert sql.execute(query).rows()[0][0] == int(
         ((store[1].tissue == "lung") & (store[1].n_genes > 1000)).sum()
     )
-    metadata_bytes = dataset.io_stats_incremental().read_bytes
+    metadata_bytes = _bytes_read() - before
+    before = _bytes_read()
     sql.execute("SELECT count(*) FROM cells WHERE embedding[1] > 0")
-    vector_bytes = dataset.io_stats_incremental().read_bytes
+    vector_bytes = _bytes_read() - before
     assert vector_bytes >= len(store[1]) * DIM * 4  # the vectors are read when asked for
     assert metadata_bytes < vector_bytes / 4
+
+
+def _bytes_read() -> int:
+    """What this process has read from files so far (Linux's rchar: page-cache hits count)."""
+    try:
+        with open("/proc/self/io") as io_counts:
+            return next(int(line.split()[1]) for line in io_counts if line.startswith("rchar"))
+    except OSError:
+        pytest.skip("no /proc/self/io on this system")
 
 
 # -- sandbox ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "statement, message",
-    [
-        ("CREATE TABLE x AS SELECT 1", "CREATE statements are not allowed"),
-        ("INSERT INTO cells SELECT * FROM cells LIMIT 1", "INSERT statements are not allowed"),
-        ("DELETE FROM cells", "DELETE statements are not allowed"),
-        ("UPDATE cells SET tissue = 'x'", "UPDATE statements are not allowed"),
-        ("DROP VIEW cells", "DROP statements are not allowed"),
-        ("COPY (SELECT 1) TO 'x.csv'", "COPY statements are not allowed"),
-        ("ATTACH 'other.db'", "ATTACH statements are not allowed"),
-        ("INSTALL httpfs", "LOAD statements are not allowed"),
-        ("LOAD httpfs", "LOAD statements are not allowed"),
-        ("SET threads = 1", "SET statements are not allowed"),
-        ("PRAGMA threads = 1", "SET statements are not allowed"),
-        ("PRAGMA show_tables", "PRAGMA statements are not allowed"),
-        ("CALL pragma_version()", "CALL statements are not allowed"),
-        ("EXPORT DATABASE 'out'", "EXPORT statements are not allowed"),
-        ("SELECT 1; DROP VIEW cells", "one statement at a time, got 2"),
-    ],
-)
+REFUSED = [
+    ("CREATE TABLE x AS SELECT 1", "CREATE statements are not allowed"),
+    ("INSERT INTO cells SELECT * FROM cells LIMIT 1", "INSERT statements are not allowed"),
+    ("DELETE FROM cells", "DELETE statements are not allowed"),
+    ("UPDATE cells SET tissue = 'x'", "UPDATE statements are not allowed"),
+    ("DROP VIEW cells", "DROP statements are not allowed"),
+    ("COPY (SELECT 1) TO 'x.csv'", "COPY statements are not allowed"),
+    ("ATTACH 'other.db'", "ATTACH statements are not allowed"),
+    ("INSTALL httpfs", "LOAD statements are not allowed"),
+    ("LOAD httpfs", "LOAD statements are not allowed"),
+    ("SET threads = 1", "SET statements are not allowed"),
+    ("PRAGMA threads = 1", "SET statements are not allowed"),
+    ("PRAGMA show_tables", "PRAGMA statements are not allowed"),
+    ("CALL pragma_version()", "CALL statements are not allowed"),
+    ("EXPORT DATABASE 'out'", "EXPORT statements are not allowed"),
+    ("SELECT 1; DROP VIEW cells", "one statement at a time, got 2"),
+]
+
+
+@pytest.mark.parametrize("statement, message", REFUSED)
 def test_writes_and_settings_are_refused(sql, statement, message):
     with pytest.raises(QueryError, match=message):
         sql.execute(statement)
     assert sql.execute("SELECT count(*) FROM cells").rows() == [(1500,)]
+
+
+@pytest.mark.parametrize("statement, message", REFUSED)
+def test_the_statement_check_needs_no_store(statement, message):
+    with pytest.raises(QueryError, match=message):
+        sandbox.checked(statement)
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "SELECT 1",
+        "WITH a AS (SELECT 1) SELECT * FROM a",
+        "EXPLAIN SELECT * FROM cells",
+        "DESCRIBE cells",
+        "SHOW TABLES",
+        "SUMMARIZE cells",
+        "FROM cells",
+        "VALUES (1), (2)",
+        "PIVOT cells ON tissue IN ('lung') USING count(*)",
+    ],
+)
+def test_reads_pass_the_check_as_they_are(statement):
+    assert sandbox.checked(f"  {statement};\n") == statement
+
+
+@pytest.mark.parametrize(
+    "statement", ["PIVOT cells ON tissue USING count(*)", "BEGIN", "RESET threads", "DETACH x"]
+)
+def test_what_is_not_a_single_read_is_refused(statement):
+    with pytest.raises(
+        QueryError, match="statements are not allowed: the SQL session is read-only"
+    ):
+        sandbox.checked(statement)
+
+
+def test_a_script_splits_and_errors_are_one_line():
+    assert sandbox.split("SELECT 1;\n-- note\nSELECT 2 -- last\n") == [
+        "SELECT 1;",
+        "-- note\nSELECT 2 -- last",
+    ]
+    with pytest.raises(QueryError) as caught:
+        sandbox.checked("SELECT (1")
+    assert str(caught.value).startswith("Parser Error: syntax error") and "\n" not in str(
+        caught.value
+    )
+
+
+def test_a_locked_down_connection_reaches_no_file_and_keeps_its_settings():
+    con = sandbox.connect("100MB")
+    sandbox.lock_down(con)
+    with pytest.raises(duckdb.Error, match="Permission Error"):
+        con.sql("SELECT * FROM read_csv('/etc/passwd')")
+    for setting in (
+        "enable_external_access = true",
+        "memory_limit = '2GB'",
+        "temp_directory = '/tmp'",
+    ):
+        with pytest.raises(duckdb.Error, match="the configuration has been locked"):
+            con.execute(f"SET {setting}")
+    con.close()
+
+
+@pytest.mark.parametrize(
+    "text, rewritten",
+    [
+        ("SELECT * FROM similar('a/b', 3)", "SELECT * FROM similar_cells('a/b', 3)"),
+        ("FROM SIMILAR ('a/b', 3) s", "FROM similar_cells ('a/b', 3) s"),
+        ("SELECT 'similar(' AS s", "SELECT 'similar(' AS s"),
+        ('SELECT "similar" FROM t', 'SELECT "similar" FROM t'),
+        ("SELECT 1 -- similar(x)", "SELECT 1 -- similar(x)"),
+        ("SELECT x SIMILAR TO 'a.*' FROM t", "SELECT x SIMILAR TO 'a.*' FROM t"),
+    ],
+)
+def test_similar_is_rewritten_only_where_it_is_a_call(text, rewritten):
+    assert similar.rewrite(text) == rewritten
 
 
 @pytest.mark.parametrize(

@@ -41,6 +41,7 @@ _EXPORTS = {
     "refresh_index": "uceindex.search",
     "index_stats": "uceindex.search",
     # sql and the service
+    "SqlSession": "uceindex.sql",
     "Client": "uceindex.service.client",
 }
 __all__ = ["__version__", *_EXPORTS]

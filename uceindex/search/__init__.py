@@ -11,8 +11,8 @@ Every verb takes a `Store` or a store URI. No torch here unless a query is embed
 
 from uceindex.search.annotation import annotate, summarise
 from uceindex.search.cross_species import MatchResult, match
-from uceindex.search.index import IndexReport, refresh_index
-from uceindex.search.neighbours import Neighbours, knn
+from uceindex.search.index import IndexReport, cells_table, refresh_index
+from uceindex.search.neighbours import Neighbours, cell_vector, knn
 from uceindex.search.output import add_to_obs, write_output
 from uceindex.search.recall import RecallReport, index_stats
 from uceindex.search.similar_cells import similar
@@ -30,5 +30,7 @@ __all__ = [
     "index_stats",
     "RecallReport",
     "knn",
+    "cell_vector",
+    "cells_table",
     "Neighbours",
 ]

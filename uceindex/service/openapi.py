@@ -10,15 +10,15 @@ import json
 import tempfile
 from pathlib import Path
 
+from uceindex.service.app import create_app
+from uceindex.store import Store
 from uceindex.store.schema import schemas_dir
 
 FILE = "openapi.json"
 
 
 def document() -> dict:
-    from uceindex.service.app import create_app
-    from uceindex.store.store import Store
-
+    """The OpenAPI document the app serves (built over an empty store)."""
     with tempfile.TemporaryDirectory() as tmp:
         Store.open(tmp, create=True).close()
         return create_app(tmp).openapi()

@@ -15,16 +15,17 @@ from starlette.concurrency import run_in_threadpool
 
 from uceindex import __version__
 from uceindex.errors import InputDataError, QueryError
-from uceindex.service import shapes
-from uceindex.service.app import NotFound, TooLarge, require
+from uceindex.search import annotate as annotate_cells
+from uceindex.search import cell_vector, cells_table, knn, summarise
+from uceindex.search import match as match_cells
+from uceindex.service import deps, shapes
+from uceindex.service.deps import LimitsDep, SqlDep, StoreDep
+from uceindex.service.errors import NotFound, TooLarge, require
+from uceindex.store.schema import EMBEDDING
 from uceindex.store.store import sql_string
 
 public = APIRouter()
 private = APIRouter()
-
-
-def _store(request: Request):
-    return request.app.state.view.get()
 
 
 def _plain(value):
@@ -39,9 +40,8 @@ def _record(row: dict) -> dict:
 
 
 @public.get("/health", response_model=shapes.Health, tags=["store"])
-def health(request: Request):
+def health(store: StoreDep):
     """Liveness and what the store holds; needs no token."""
-    store = _store(request)
     return {
         "status": "ok",
         "version": __version__,
@@ -51,19 +51,18 @@ def health(request: Request):
 
 
 @private.get("/datasets", response_model=list[shapes.Dataset], tags=["store"])
-def datasets(request: Request):
+def datasets(store: StoreDep):
     """One entry per ingested file, oldest first."""
-    frame = _store(request).datasets()
+    frame = store.datasets()
     return [_record(r) for r in frame.to_dict(orient="records")]
 
 
 @private.get("/cells/{cell_id:path}", tags=["store"], response_model=dict)
-def cell(request: Request, cell_id: str, embedding: bool = False):
+def cell(cell_id: str, store: StoreDep, embedding: bool = False):
     """One stored cell's metadata (and its embedding with ?embedding=true)."""
-    store = _store(request)
     if store.cells is None:
         raise NotFound(f"no cell {cell_id!r}: the store holds no cells yet")
-    columns = [c for c in store.cells.schema.names if embedding or c != "embedding"]
+    columns = [c for c in store.cells.schema.names if embedding or c != EMBEDDING]
     rows = (
         store.cells.search()
         .where(f"cell_id = {sql_string(cell_id)}")
@@ -75,35 +74,15 @@ def cell(request: Request, cell_id: str, embedding: bool = False):
         raise NotFound(f"no cell {cell_id!r} in the store")
     row = _record(rows[0])
     if embedding:
-        row["embedding"] = [float(x) for x in row["embedding"]]
+        row[EMBEDDING] = [float(x) for x in row[EMBEDDING]]
     return row
 
 
-def _sql_session(request: Request):
-    """One read-only SQL session per store snapshot: a new one once an ingest has committed."""
-    from uceindex.sql import SqlSession
-
-    state = request.app.state
-    store = _store(request)
-    versions = store.versions()
-    with state.sql_lock:
-        cached = getattr(state, "sql", None)
-        if cached is None or cached[0] != versions:
-            # The old session is not closed here: a request may still be using it.
-            limits = state.limits
-            state.sql = (
-                versions,
-                SqlSession(store, timeout_s=limits.sql_timeout_s, max_rows=limits.max_rows),
-            )
-        return state.sql[1]
-
-
 @private.post("/sql", response_model=shapes.SqlResponse, tags=["sql"])
-def sql(request: Request, body: shapes.SqlRequest):
+def sql(body: shapes.SqlRequest, session: SqlDep, limits: LimitsDep):
     """A read-only SQL statement over the views cells, datasets, rejects (DuckDB)."""
-    limits = request.app.state.limits
     limit = min(body.limit or limits.max_rows, limits.max_rows)
-    result = _sql_session(request).execute(body.sql, limit=limit)
+    result = session.execute(body.sql, limit=limit)
     rows = [[_plain(v) for v in row] for row in result.rows()]
     return jsonable_encoder(
         {
@@ -116,7 +95,7 @@ def sql(request: Request, body: shapes.SqlRequest):
 
 
 def _check_k(request: Request, k: int, n_queries: int) -> None:
-    limits = request.app.state.limits
+    limits = deps.limits(request)
     require(1 <= k <= limits.max_k, f"k must be between 1 and {limits.max_k}")
     require(
         n_queries <= limits.max_queries, f"at most {limits.max_queries:,} query cells per request"
@@ -132,18 +111,15 @@ def _rows(frame: pd.DataFrame, index: str | None = None) -> list[dict]:
 
 
 @private.post("/search", response_model=shapes.SearchResponse, tags=["search"])
-def search(request: Request, body: shapes.SearchRequest):
+def search(request: Request, body: shapes.SearchRequest, store: StoreDep):
     """The k most similar stored cells of each query vector or stored cell, within `where`."""
-    from uceindex.search.index import cells_table
-    from uceindex.search.neighbours import cell_vector, knn
-
     require(
         (body.vectors is None) != (body.cell_ids is None), "give exactly one of vectors or cell_ids"
     )
     queries = body.vectors if body.vectors is not None else body.cell_ids
     _check_k(request, body.k, len(queries))
     require(len(queries) > 0, "no query vectors or cell ids given")
-    cells = cells_table(_store(request))
+    cells = cells_table(store)
     vectors = (
         body.vectors
         if body.vectors is not None
@@ -172,11 +148,11 @@ def search(request: Request, body: shapes.SearchRequest):
 
 def _model(request: Request):
     """The model for embedding uploads, loaded once per service."""
-    from uceindex.model.load import UCEModel
+    from uceindex import UCEModel  # torch: imported on the first upload that needs it
 
     state = request.app.state
     with state.model_lock:
-        if getattr(state, "model", None) is None:
+        if state.model is None:
             state.model = UCEModel(state.model_dir)
         return state.model
 
@@ -185,7 +161,7 @@ async def _upload(request: Request):
     """The multipart upload (field `file`, an .h5ad) as AnnData, plus the form's fields."""
     from uceindex.io.h5ad import read_h5ad
 
-    limits = request.app.state.limits
+    limits = deps.limits(request)
     form = await request.form()
     upload = form.get("file")
     require(
@@ -246,21 +222,19 @@ def _json_or_upload(model) -> dict:
     tags=["search"],
     openapi_extra=_json_or_upload(shapes.AnnotateRequest),
 )
-async def annotate(request: Request):
+async def annotate(request: Request, store: StoreDep):
     """Per-cell label predictions from the k nearest labelled stored cells.
 
     JSON (AnnotateRequest: embeddings) or multipart: `file` (.h5ad) with form fields k,
     label, where, species, embedding_key (without it the cells are embedded with the
     store's model)."""
-    from uceindex.search import annotate as annotate_cells
-
     if _is_multipart(request):
         adata, fields = await _upload(request)
         k = _form_int(fields, "k", 50)
         _check_k(request, k, adata.n_obs)
         frame = await run_in_threadpool(
             annotate_cells,
-            _store(request),
+            store,
             adata,
             k=k,
             label=fields.get("label") or "cell_type",
@@ -274,7 +248,7 @@ async def annotate(request: Request):
         _check_k(request, body.k, len(body.embeddings))
         frame = await run_in_threadpool(
             annotate_cells,
-            _store(request),
+            store,
             np.asarray(body.embeddings, dtype=np.float32),
             k=body.k,
             label=body.label,
@@ -284,8 +258,8 @@ async def annotate(request: Request):
         if body.names:
             require(len(body.names) == len(frame), "names must have one entry per embedding")
             frame.index = pd.Index(body.names)
-    summary = {k: v for k, v in frame.attrs.items() if k != "store"}
-    summary["predicted_counts"] = frame["predicted"].value_counts().to_dict()
+    summary = {k: v for k, v in summarise(frame).items() if k != "store"}  # no server paths
+    summary["predicted_counts"] = {row["predicted"]: row["cells"] for row in summary["labels"]}
     return jsonable_encoder({"predictions": _rows(frame, "cell"), "summary": summary})
 
 
@@ -295,14 +269,12 @@ async def annotate(request: Request):
     tags=["search"],
     openapi_extra=_json_or_upload(shapes.MatchRequest),
 )
-async def match(request: Request):
+async def match(request: Request, store: StoreDep):
     """Cross-species matching: query cells of one species vs stored cells of `against`.
 
     JSON (MatchRequest) or multipart: `file` (.h5ad) with form fields species, against,
     label, query_label, k, where, embedding_key."""
     import anndata
-
-    from uceindex.search import match as match_cells
 
     if _is_multipart(request):
         adata, fields = await _upload(request)
@@ -314,7 +286,7 @@ async def match(request: Request):
         _check_k(request, k, adata.n_obs)
         result = await run_in_threadpool(
             match_cells,
-            _store(request),
+            store,
             adata,
             species=fields["species"],
             against=fields["against"],
@@ -341,7 +313,7 @@ async def match(request: Request):
         adata.obsm["embedding"] = np.asarray(body.embeddings, dtype=np.float32)
         result = await run_in_threadpool(
             match_cells,
-            _store(request),
+            store,
             adata,
             species=body.species,
             against=body.against,
