@@ -12,7 +12,7 @@ import scipy.sparse as sp
 import torch
 from uce.eval_data import sample_cell_sentences
 
-from uceindex.model.load import CHROM_RIGHT, CLS, PAD
+from uceindex.model.vocab import CHROM_RIGHT, CLS, PAD
 from uceindex.sentences import GeneOrder, sample_sentences
 
 N_GENES = 300
@@ -247,3 +247,4 @@ def test_inputs_the_sampler_refuses_or_cleans():
     for size in (0, 1534):
         with pytest.raises(ValueError, match="sample_size"):
             sample_sentences(X, genes, seed=3, sample_size=size)
+
