@@ -48,9 +48,9 @@ from _common import (
 from uce.eval_data import sample_cell_sentences
 
 from uceindex.embedding import CHUNK_CELLS, Embedder
-from uceindex.model.load import CHROM_RIGHT, CLS, PAD
 from uceindex.model.network import PUBLISHED, UCE
 from uceindex.model.tiny import tiny_config
+from uceindex.model.vocab import CHROM_RIGHT, CLS, PAD
 from uceindex.sentences import GeneOrder, sample_sentences
 
 # -- settings (full, quick) -----------------------------------------------------------------

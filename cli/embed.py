@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -20,6 +19,8 @@ from cli.options import (
     SeedOpt,
 )
 from cli.render import console, handle_errors, print_json, progress_bar
+from uceindex.atomic import written_whole
+from uceindex.io.genes import MIN_GENES
 
 EPILOG = "Example: uceindex embed pbmc.h5ad pbmc_uce.h5ad --species human --model-dir ~/.cache/uceindex/4layer"
 
@@ -37,7 +38,7 @@ def embed(
     model_dir: ModelDirOpt = None,
     seed: SeedOpt = 0,
     layer: LayerOpt = None,
-    min_genes: MinGenesOpt = 25,
+    min_genes: MinGenesOpt = MIN_GENES,
     device: DeviceOpt = None,
     precision: PrecisionOpt = "auto",
     mode: ModeOpt = "fast",
@@ -61,9 +62,8 @@ def embed(
             mode=mode,
             progress=update,
         )
-    partial = output.with_name(output.name + ".partial")
-    adata.write_h5ad(partial)
-    os.replace(partial, output)  # never a half-written output
+    with written_whole(output) as scratch:  # never a half-written output
+        adata.write_h5ad(scratch)
     summary = {**dict(adata.uns["uce"]), "output": str(output)}
     if json:
         print_json(summary)

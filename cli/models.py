@@ -35,7 +35,7 @@ def download(
     json: JsonOpt = False,
 ) -> None:
     """Download the official model files from Figshare (resumable, checksummed)."""
-    from uceindex.model.download import download_model
+    from uceindex import download_model
 
     with progress_bar(f"downloading {name}", unit="bytes", quiet=json) as update:
         path = download_model(
@@ -51,7 +51,7 @@ def download(
 @handle_errors
 def info(model_dir: ModelDirArg = None, json: JsonOpt = False) -> None:
     """Layers, sizes, species with their gene counts, and the fingerprint of a model directory."""
-    from uceindex.model.load import UCEModel
+    from uceindex import UCEModel
 
     described = UCEModel(model_dir).describe()
     if json:
@@ -82,8 +82,8 @@ def tiny(
     """Write a small RANDOM model in the official formats, to try the pipeline offline.
 
     Its embeddings mean nothing biologically: for real ones run `uceindex models download`."""
+    from uceindex import write_tiny_model
     from uceindex.io.h5ad import read_h5ad
-    from uceindex.model.tiny import write_tiny_model
 
     genes = list(read_h5ad(genes_from, backed=True).var_names)
     write_tiny_model(dir, {species: genes}, seed=seed)

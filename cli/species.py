@@ -63,7 +63,7 @@ def add(
     """Add a species: embed its proteins with ESM-2, place its genes, register it beside the official files.
 
     An interrupted run resumes where it stopped: run the same command again."""
-    from uceindex.species.register import add_species
+    from uceindex import add_species
 
     quiet = json or protein_embeddings is not None  # no ESM run, nothing to show
     with progress_bar(f"ESM on {name} proteins", unit="proteins", quiet=quiet) as update:
@@ -119,7 +119,7 @@ def add(
 @handle_errors
 def list_(model_dir: ModelDirOpt = None, json: JsonOpt = False) -> None:
     """The species of a model directory: official ones and those added, with their gene counts."""
-    from uceindex.species.register import list_species
+    from uceindex import list_species
 
     species = list_species(model_dir)
     if json:

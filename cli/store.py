@@ -20,6 +20,7 @@ from cli.options import (
     store_uri,
 )
 from cli.render import console, err_console, handle_errors, print_json, progress_bar
+from uceindex.io.genes import MIN_GENES, MIN_MATCHED_SHARE
 
 INGEST_EPILOG = (
     "Example: uceindex ingest pbmc.h5ad --species human --store ./atlas  "
@@ -53,11 +54,11 @@ def ingest(
     ] = False,
     seed: SeedOpt = 0,
     layer: LayerOpt = None,
-    min_genes: MinGenesOpt = 25,
+    min_genes: MinGenesOpt = MIN_GENES,
     min_share: Annotated[
         float,
         typer.Option(help="Refuse a file when fewer of its genes are in the model's vocabulary."),
-    ] = 0.10,
+    ] = MIN_MATCHED_SHARE,
     chunk_cells: Annotated[
         Optional[int],
         typer.Option(help="Cells per commit (default 4096 embedding, 16384 with --embedding-key)."),
@@ -67,7 +68,7 @@ def ingest(
     json: JsonOpt = False,
 ) -> None:
     """Embed .h5ad files (or take their obsm embeddings) into a store; re-run the same command to resume."""
-    from uceindex.ingestion import ingest as run_ingest
+    from uceindex import ingest as run_ingest
 
     with progress_bar("ingest", quiet=json) as update:
         report = run_ingest(
@@ -131,7 +132,7 @@ def datasets(
     json: JsonOpt = False,
 ) -> None:
     """List the data sets in a store, with the model it is bound to."""
-    from uceindex.ingestion import list_datasets
+    from uceindex import list_datasets
 
     data = list_datasets(store_uri(store))
     if json:
@@ -165,7 +166,7 @@ def export(
     json: JsonOpt = False,
 ) -> None:
     """Write one data set of a store as .h5ad: its obs columns and obsm['X_uce']."""
-    from uceindex.ingestion import export as run_export
+    from uceindex import export as run_export
 
     summary = run_export(store_uri(store), dataset, output)
     if json:

@@ -28,14 +28,17 @@ def test_embed_writes_obsm_and_prints_a_summary(tmp_path, tiny_model_dir, small_
     assert np.allclose(np.linalg.norm(written.obsm["X_uce"], axis=1), 1, atol=1e-5)
 
 
-def test_embed_json(tmp_path, tiny_model_dir):
+def test_embed_json(tmp_path, tiny_model_dir, small_pbmc):
+    src = tmp_path / "in.h5ad"
+    small_pbmc.write_h5ad(src)
     out = tmp_path / "out.h5ad"
     result = runner.invoke(
-        app, ["embed", str(PBMC), str(out), "--model-dir", str(tiny_model_dir), "--json"]
+        app, ["embed", str(src), str(out), "--model-dir", str(tiny_model_dir), "--json"]
     )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert summary["embedded"] == 700 and summary["output"] == str(out)
+    assert summary["embedded"] == 60 and summary["output"] == str(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.h5ad", "out.h5ad"]  # no scratch
 
 
 def test_errors_are_one_line_and_nothing_is_written(tmp_path, tiny_model_dir):
@@ -76,5 +79,6 @@ def test_models_info(tiny_model_dir, tiny_model):
     assert result.exit_code == 0, result.output
     info = json.loads(result.stdout)
     assert info["fingerprint"] == tiny_model.fingerprint and info["species"]["human"] == 700
+    assert info["sizes"] == "custom"  # not the published 4-layer sizes, whatever the file name
     text = runner.invoke(app, ["models", "info", str(tiny_model_dir)])
     assert "species: mouse" in text.output and "400 genes" in text.output

@@ -22,10 +22,10 @@ def test_embeds_every_cell_with_unit_rows(small_pbmc, tiny_model):
 
 
 def test_same_seed_same_embeddings_whatever_the_neighbours(pbmc, tiny_model):
-    whole = uceindex.embed(pbmc[:300].copy(), "human", model=tiny_model, seed=3)
-    part = uceindex.embed(pbmc[120:150].copy(), "human", model=tiny_model, seed=3)
-    assert np.abs(whole[120:150] - part).max() < 1e-5
-    other_seed = uceindex.embed(pbmc[120:150].copy(), "human", model=tiny_model, seed=4)
+    whole = uceindex.embed(pbmc[:100].copy(), "human", model=tiny_model, seed=3)
+    part = uceindex.embed(pbmc[40:70].copy(), "human", model=tiny_model, seed=3)
+    assert np.abs(whole[40:70] - part).max() < 1e-5
+    other_seed = uceindex.embed(pbmc[40:70].copy(), "human", model=tiny_model, seed=4)
     assert np.abs(other_seed - part).max() > 1e-4
 
 

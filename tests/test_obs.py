@@ -21,8 +21,9 @@ from uceindex.io.obs import (
     type_of_series,
 )
 from uceindex.io.stream import H5AD
+from uceindex.store import schema as S
 
-RESERVED = {"cell_id", "dataset_id", "species", "ingest_chunk", "embedding"}
+RESERVED = set(S.core_names(S.CELLS))  # what ingest reserves: the core columns of cells
 
 
 def test_types_of_pandas_columns():

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,7 +15,7 @@ import scipy.sparse as sp
 import torch
 from uce.eval_data import sample_cell_sentences
 
-from uceindex.model.load import CHROM_RIGHT, CLS, PAD
+from uceindex.model.vocab import CHROM_RIGHT, CLS, PAD
 from uceindex.sentences import GeneOrder, sample_sentences
 
 N_GENES = 300
@@ -247,3 +250,16 @@ def test_inputs_the_sampler_refuses_or_cleans():
     for size in (0, 1534):
         with pytest.raises(ValueError, match="sample_size"):
             sample_sentences(X, genes, seed=3, sample_size=size)
+
+
+def test_gene_matching_and_sentences_do_not_load_torch():
+    """io and sentences sit below the model: the vocabulary they read is torch-free."""
+    code = (
+        "import sys, uceindex.io.genes, uceindex.sentences, uceindex.model.vocab; "
+        "print('torch' in sys.modules)"
+    )
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "False"

@@ -8,6 +8,7 @@ file; the UCE checkpoint is a tiny one whose token width equals that ESM's width
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gzip
 import hashlib
 import json
@@ -27,6 +28,7 @@ from uceindex.model.load import UCEModel
 from uceindex.model.tiny import write_tiny_model
 from uceindex.species.esm import ProteinCache, embed_proteins, gene_embeddings, load_esm
 from uceindex.species.fasta import parse_header, parse_location, read_proteome
+from uceindex.species.register import gene_tokens, list_species, register_species
 
 runner = CliRunner()
 WIDTH = 32  # ESM embed_dim == the tiny UCE checkpoint's token_dim
@@ -452,6 +454,39 @@ def test_precomputed_embeddings_keep_their_gene_order(tmp_path, model_dir):
     torch.save({s: torch.zeros(8) for s in symbols}, bad)
     result = _add(model_dir, fasta, "--protein-embeddings", str(bad), "--replace")
     assert result.exit_code == 1 and "8-d" in result.stderr and "ESM-2 15B" in result.stderr
+
+
+def test_gene_tokens_then_register_species(tmp_path, model_dir):
+    """The two steps of `species add`, one at a time: the first writes nothing."""
+    fasta = tmp_path / "c.fa"
+    symbols = _write_chicken_fasta(fasta)
+    pt = tmp_path / "e.pt"
+    torch.save({s: torch.full((WIDTH,), float(i)) for i, s in enumerate(symbols)}, pt)
+    before = _hashes(model_dir)
+    tokens = gene_tokens(fasta, WIDTH, protein_embeddings=pt)
+    assert (tokens.source, tokens.genes_placed, len(tokens.genes), tokens.esm) == (
+        "precomputed",
+        40,
+        40,
+        None,
+    )
+    assert _hashes(model_dir) == before
+    with pytest.raises(InputDataError, match="32-d gene embeddings .* 8-d gene tokens"):
+        gene_tokens(fasta, 8, protein_embeddings=pt)
+    narrow = dataclasses.replace(tokens, genes={s: torch.ones(8) for s in symbols})
+    with pytest.raises(InputDataError, match="8-d but this UCE checkpoint takes 32-d"):
+        register_species("chicken", narrow, taxonomy_id=9031, model_dir=model_dir)
+    assert _hashes(model_dir) == before
+
+    report = register_species("chicken", tokens, taxonomy_id=9031, model_dir=model_dir)
+    assert (report.genes, report.genes_placed, report.replaced) == (40, 40, False)
+    assert [s["species"] for s in list_species(model_dir)] == ["human", "chicken"]
+    uce = UCEModel(model_dir)
+    vocab = uce.vocab("chicken")
+    row = uce.network.pe_embedding.weight[vocab.token_rows[vocab.index["G3"]]]
+    assert torch.equal(row, tokens.genes["G3"])
+    with pytest.raises(InputDataError, match="--replace"):
+        register_species("chicken", tokens, taxonomy_id=9031, model_dir=model_dir)
 
 
 def test_a_taken_name_is_refused_unless_replace(tmp_path, model_dir):

@@ -9,6 +9,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+import uceindex
 from uceindex.errors import StoreError
 from uceindex.ingestion import ingest_embeddings
 from uceindex.store import Store, export_dataset
@@ -106,7 +107,7 @@ def test_write_read_and_binding(tmp_path):
         }
         assert store.count() == 28 and store.count("one") == 28
         vectors = np.stack(
-            store.cells.to_arrow().column("embedding").to_numpy(zero_copy_only=False)
+            store.cells.to_arrow().column(S.EMBEDDING).to_numpy(zero_copy_only=False)
         )
         assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-6)
         reasons = dict(
@@ -166,7 +167,7 @@ def test_columns_are_the_union_and_clashes_become_text(tmp_path):
         schema = store.cells.schema
         assert schema.field("batch").type == pa.string()
         assert schema.field("score").type == pa.float64()
-        rows = {r["cell_id"]: r for r in store.cells.to_arrow().drop(["embedding"]).to_pylist()}
+        rows = {r["cell_id"]: r for r in store.cells.to_arrow().drop([S.EMBEDDING]).to_pylist()}
         assert rows["one/c0"]["batch"] == "1" and rows["one/c0"]["score"] == 1.0
         assert rows["two/d0"]["only1"] is None and rows["two/d2"]["percent_mito"] == 0.3
         one = export_dataset(store, "one")
@@ -202,3 +203,19 @@ def test_refused_python_input_leaves_an_empty_store_unbound(tmp_path):
         _put(uri, "one", obs, emb)
     with Store.open(uri) as store:
         assert store.cells is None and store.model_info() is None and store.datasets().empty
+
+
+def test_list_and_export_take_a_path_or_a_store(tmp_path):
+    uri = tmp_path / "atlas"
+    obs, emb = _cells(6)
+    _put(uri, "one", obs, emb)
+    listed = uceindex.list_datasets(uri)
+    assert listed["cells"] == 6 and [d["dataset_id"] for d in listed["datasets"]] == ["one"]
+    with Store.open(uri) as store:
+        assert uceindex.list_datasets(store) == listed
+        from_store = uceindex.export_dataset(store, "one")
+    from_path = uceindex.export_dataset(uri, "one")
+    np.testing.assert_array_equal(from_path.obsm["X_uce"], from_store.obsm["X_uce"])
+    summary = uceindex.export(uri, "one", tmp_path / "one.h5ad")
+    assert summary["cells"] == 6 and summary["embedding_dim"] == DIM
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["atlas", "one.h5ad"]  # no scratch

@@ -26,10 +26,17 @@ _EXPORTS = {
     "Embedder": "uceindex.embedding",
     "UCEModel": "uceindex.model.load",
     "load_model": "uceindex.model.load",
+    "download_model": "uceindex.model.download",
+    "write_tiny_model": "uceindex.model.tiny",
+    "add_species": "uceindex.species.register",
+    "list_species": "uceindex.species.register",
     # the store and ingest
     "Store": "uceindex.store",
     "ingest": "uceindex.ingestion",
     "ingest_embeddings": "uceindex.ingestion",
+    "export_dataset": "uceindex.store.export",
+    "export": "uceindex.store.export",
+    "list_datasets": "uceindex.store.store",
     # search
     "annotate": "uceindex.search",
     "summarise": "uceindex.search",

@@ -18,20 +18,23 @@ import torch
 
 from uceindex.errors import InputDataError
 from uceindex.io.counts import check_chunk, find_counts
-from uceindex.io.genes import GeneMatch, match_genes, require_enough
+from uceindex.io.genes import (
+    MIN_GENES,
+    GeneMatch,
+    match_genes,
+    qc_reasons,
+    require_enough,
+    top_unmatched,
+)
 from uceindex.model.load import UCEModel
 from uceindex.sentences import sample_sentences
 
-MIN_GENES = 25  # a cell needs this many expressed vocabulary genes (reference: filter_cells)
 CHUNK_CELLS = 4096  # cells read and sampled at a time
 TOKENS_PER_BATCH = {"cpu": 16 * 1100, "cuda": 256 * 1100}  # device batch, in sentence tokens
 PRECISIONS = ("auto", "float32", "bfloat16")
 REFERENCE_BATCH = 25  # the reference's default batch size (eval_single_anndata.py)
 
 Progress = Callable[[int, int], None]  # (cells done, cells in all)
-
-REASON_NO_COUNTS = "no counts in genes the model knows"
-REASON_FEW_GENES = "fewer than {n} expressed genes the model knows"
 
 
 @dataclass
@@ -51,18 +54,6 @@ class EmbedReport:
             "reject_reasons": dict(self.rejects),
             "genes": self.genes,
         }
-
-
-def qc_reasons(counts: sp.csr_matrix, min_genes: int) -> np.ndarray:
-    """Per cell, why it cannot be embedded (object array, None when it can).
-
-    Counts are over vocabulary genes only: the reference counts genes before that subset,
-    so a cell whose genes are all unknown passes its filter and then crashes its sampler."""
-    expressed = np.diff(counts.indptr) if counts.nnz else np.zeros(counts.shape[0], int)
-    reasons = np.full(counts.shape[0], None, dtype=object)
-    reasons[expressed < min_genes] = REASON_FEW_GENES.format(n=min_genes)
-    reasons[expressed == 0] = REASON_NO_COUNTS
-    return reasons
 
 
 def default_device() -> str:
@@ -170,17 +161,6 @@ def _chunks(matrix, chunk_cells: int):
     for start in range(0, matrix.shape[0], chunk_cells):
         block = matrix[start : start + chunk_cells]
         yield start, sp.csr_matrix(block, dtype=np.float64)
-
-
-def top_unmatched(matrix, match: GeneMatch, symbols: np.ndarray, n: int = 5) -> str:
-    """The most expressed genes that found no token, for the error message."""
-    unmatched = np.flatnonzero(np.asarray(match.combiner.sum(axis=1)).ravel() == 0)
-    if not len(unmatched):
-        return ""
-    sample = sp.csr_matrix(matrix[: min(matrix.shape[0], 2000)])
-    totals = np.asarray(sample[:, unmatched].sum(axis=0)).ravel()
-    best = unmatched[np.argsort(-totals)[:n]]
-    return ", ".join(map(str, symbols[best]))
 
 
 def embed(

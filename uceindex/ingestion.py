@@ -16,25 +16,35 @@ import os
 import re
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 import uceindex
 from uceindex.errors import InputDataError, UceIndexError, UnknownSpeciesError
+from uceindex.io.counts import check_chunk
+from uceindex.io.ensembl import MAPPED_COLUMN, PACKAGE, add_symbols, needs_symbols
+from uceindex.io.genes import (
+    MIN_GENES,
+    MIN_MATCHED_SHARE,
+    match_genes,
+    require_enough,
+    top_unmatched,
+)
 from uceindex.io.obs import ObsColumns, chunk_table, obs_columns
 from uceindex.io.stream import H5AD, file_hash
 from uceindex.model.files import TRAINING_SPECIES
 from uceindex.store import schema as S
 from uceindex.store.store import Store, sql_string
 from uceindex.store.writer import DatasetWriter, settings_json
+from uceindex.vectors import unit_rows
 
 CHUNK_CELLS_UCE = 4096  # cells per commit when the model embeds (minutes of CPU work at most)
 CHUNK_CELLS_OBSM = 16384  # cells per commit for pre-embedded input (~84 MB at 1280-d)
-MIN_GENES = 25  # as uceindex.embedding.MIN_GENES (not imported: it pulls in torch)
-MIN_MATCHED_SHARE = 0.10  # as uceindex.io.genes.MIN_MATCHED_SHARE (same reason)
 DATASET_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 ORGANISMS = {"Homo sapiens": "human", "Mus musculus": "mouse"}  # CELLxGENE obs["organism"]
 REASON_NONFINITE = "non-finite values in {where}"
@@ -104,15 +114,11 @@ def check_dataset_id(dataset_id: str) -> str:
 
 def normalise(embeddings: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
     """Rows to unit L2 norm (float32); rows with NaN/inf or zero norm get a reject reason."""
-    emb = np.asarray(embeddings, dtype=np.float32)
-    reasons = np.full(len(emb), None, dtype=object)
-    finite = np.isfinite(emb).all(axis=1)
-    norms = np.linalg.norm(np.where(finite[:, None], emb, 0.0), axis=1)
+    out, ok = unit_rows(embeddings)
+    finite = np.isfinite(np.asarray(embeddings, dtype=np.float32)).all(axis=1)
+    reasons = np.full(len(out), None, dtype=object)
     reasons[~finite] = REASON_NONFINITE.format(where=where)
-    reasons[finite & (norms == 0)] = REASON_ZERO.format(where=where)
-    ok = reasons == None  # noqa: E711 (object array)
-    out = np.zeros_like(emb)
-    out[ok] = emb[ok] / norms[ok, None]
+    reasons[finite & ~ok] = REASON_ZERO.format(where=where)
     return out, reasons
 
 
@@ -204,12 +210,6 @@ def _write_dataset(
 # -- Python-side data sets ----------------------------------------------------------------------
 
 
-def _open(store: Store | str | os.PathLike | None) -> tuple[Store, bool]:
-    if isinstance(store, Store):
-        return store, False
-    return Store.open(store, create=True), True
-
-
 def _frame_hash(obs: pd.DataFrame, embeddings: np.ndarray) -> str:
     h = hashlib.sha256()
     h.update(np.ascontiguousarray(embeddings).tobytes())
@@ -239,9 +239,7 @@ def ingest_embeddings(
     to `rejects` (as do rows whose `reasons` entry is not None). The store is bound to
     (model_name, model_fingerprint, D) by its first data set. Same content again is a no-op
     unless replace=True. Returns DatasetResult.as_dict()."""
-    own = not isinstance(store, Store)
-    store, _ = _open(store)
-    try:
+    with Store.using(store, create=True) as store:
         check_dataset_id(dataset_id)
         embeddings = np.asarray(embeddings)
         if embeddings.ndim != 2 or embeddings.shape[0] != len(obs):
@@ -284,12 +282,21 @@ def ingest_embeddings(
             store, record, cols, chunks, chunk_cells, replace=replace, progress=None, result=result
         )
         return result.as_dict()
-    finally:
-        if own:
-            store.close()
 
 
 # -- files ---------------------------------------------------------------------------------------
+
+Rows = Callable[[int, int], tuple[np.ndarray, np.ndarray]]  # (start, stop) -> embeddings, reasons
+
+
+@dataclass
+class _Embeddings:
+    """Where the embeddings of a file come from (the model, or an obsm matrix), checked."""
+
+    rows: Rows  # unit rows and reject reasons of a row range
+    settings: dict  # what a resume must match
+    record: dict  # their `datasets` columns: genes, model, width, source, seed
+    genes: dict | None = None  # the gene match summary, when the model embeds
 
 
 @dataclass
@@ -329,12 +336,18 @@ def _read(fn, what: str, path: Path):
         ) from None
 
 
-def _plan_uce(h5: H5AD, species: str, embedder, layer, min_genes, min_share, seed, chunk_cells):
-    from uceindex.embedding import top_unmatched
-    from uceindex.io.counts import check_chunk
-    from uceindex.io.ensembl import MAPPED_COLUMN, PACKAGE, add_symbols, needs_symbols
-    from uceindex.io.genes import match_genes, require_enough
-
+def _plan_uce(
+    h5: H5AD,
+    species: str,
+    embedder,
+    *,
+    layer: str | None,
+    min_genes: int,
+    min_share: float,
+    seed: int,
+    chunk_cells: int,
+) -> _Embeddings:
+    """The model embeds the file's raw counts: they are found, and its genes matched."""
     model = embedder.model
     vocab = model.vocab(species)
     source = h5.find_counts(layer)
@@ -348,7 +361,6 @@ def _plan_uce(h5: H5AD, species: str, embedder, layer, min_genes, min_share, see
         min_share=min_share,
         top_unmatched=top_unmatched(source.matrix, match, var.index.to_numpy()),
     )
-    import scipy.sparse as sp
 
     def embed_rows(start: int, stop: int):
         block = _read(lambda: source.matrix.rows(start, stop), f"rows {start}-{stop}", h5.path)
@@ -374,10 +386,11 @@ def _plan_uce(h5: H5AD, species: str, embedder, layer, min_genes, min_share, see
         "embedding_source": "uce",
         "seed": int(seed),
     }
-    return embed_rows, settings, record, match.summary()
+    return _Embeddings(embed_rows, settings, record, match.summary())
 
 
-def _plan_obsm(h5: H5AD, key: str, model, chunk_cells: int):
+def _plan_obsm(h5: H5AD, key: str, model, *, chunk_cells: int) -> _Embeddings:
+    """obsm[key] is stored as it is, checked and L2-normalised; `model`, when given, names it."""
     matrix = h5.obsm(key)
     n, dim = matrix.shape
     if n != h5.n_obs:
@@ -415,7 +428,7 @@ def _plan_obsm(h5: H5AD, key: str, model, chunk_cells: int):
         "embedding_source": f"obsm:{key}",
         "seed": int(uce["seed"]) if str(uce.get("seed", "")).isdigit() else None,
     }
-    return read_rows, settings, record, None
+    return _Embeddings(read_rows, settings, record)
 
 
 def _obs_reasons(h5: H5AD):
@@ -435,8 +448,20 @@ def _obs_reasons(h5: H5AD):
 
 
 def _plan_file(
-    h5: H5AD, dataset_id: str, species: str | None, *, embedding_key, model, embedder, **opts
+    h5: H5AD,
+    dataset_id: str,
+    species: str | None,
+    *,
+    embedding_key: str | None,
+    model,
+    embedder,
+    layer: str | None,
+    min_genes: int,
+    min_share: float,
+    seed: int,
+    chunk_cells: int | None,
 ) -> _Plan:
+    """Every check a file can fail before anything is written, and its plan."""
     if h5.n_obs == 0:
         raise InputDataError(f"{h5.path.name} holds no cells")
     species = species or _infer_species(h5)
@@ -445,24 +470,24 @@ def _plan_file(
             f"which species are the cells of {h5.path.name}? pass --species (e.g. human, mouse)"
         )
     if embedding_key is None:
-        chunk_cells = opts["chunk_cells"] or CHUNK_CELLS_UCE
-        rows, settings, record, genes = _plan_uce(
+        chunk_cells = chunk_cells or CHUNK_CELLS_UCE
+        source = _plan_uce(
             h5,
             species,
             embedder,
-            opts["layer"],
-            opts["min_genes"],
-            opts["min_share"],
-            opts["seed"],
-            chunk_cells,
+            layer=layer,
+            min_genes=min_genes,
+            min_share=min_share,
+            seed=seed,
+            chunk_cells=chunk_cells,
         )
     else:
         if model is not None:
             model.vocab(species)
         elif species not in TRAINING_SPECIES and not re.match(r"^[a-z][a-z0-9_]*$", species):
             raise UnknownSpeciesError(f"unknown species {species!r}: use e.g. human, mouse")
-        chunk_cells = opts["chunk_cells"] or CHUNK_CELLS_OBSM
-        rows, settings, record, genes = _plan_obsm(h5, embedding_key, model, chunk_cells)
+        chunk_cells = chunk_cells or CHUNK_CELLS_OBSM
+        source = _plan_obsm(h5, embedding_key, model, chunk_cells=chunk_cells)
     duplicates = _read(h5.duplicate_obs_names, "obs names", h5.path)
     if duplicates:
         raise InputDataError(
@@ -474,18 +499,19 @@ def _plan_file(
     def chunks(start: int, stop: int) -> Chunk:
         names = _read(lambda: h5.obs_names(start, stop), "obs names", h5.path)
         frame = _read(lambda: h5.obs_chunk(start, stop), "obs", h5.path)
-        emb, reasons = rows(start, stop)
+        emb, reasons = source.rows(start, stop)
         return names, frame, emb, reasons
 
-    record.update(
-        dataset_id=dataset_id,
-        source_path=str(h5.path.resolve()),
-        species=species,
-        n_cells=int(h5.n_obs),
-        settings=_settings(cols, **settings),
-        uceindex_version=uceindex.__version__,
-    )
-    return _Plan(record, cols, chunks, chunk_cells, genes)
+    record = {
+        **source.record,
+        "dataset_id": dataset_id,
+        "source_path": str(h5.path.resolve()),
+        "species": species,
+        "n_cells": int(h5.n_obs),
+        "settings": _settings(cols, **source.settings),
+        "uceindex_version": uceindex.__version__,
+    }
+    return _Plan(record, cols, chunks, chunk_cells, source.genes)
 
 
 def ingest(
@@ -534,9 +560,9 @@ def ingest(
         from uceindex.embedding import Embedder
 
         embedder = Embedder(model, device=device, precision=precision, mode=mode)
-    opened: Store | None = store if isinstance(store, Store) else None
     report = IngestReport(store="", model=None)
-    try:
+    with ExitStack() as stack:
+        opened: Store | None = None
         for path, ds_id in zip(paths, ids):
             path = Path(path)
             with H5AD(path) as h5:
@@ -555,7 +581,7 @@ def ingest(
                         chunk_cells=chunk_cells,
                     )
                     if opened is None:  # created only once a file is known to be usable
-                        opened = Store.open(store, create=True)
+                        opened = stack.enter_context(Store.using(store, create=True))
                     if progress:
                         progress(0, h5.n_obs, f"{ds_id}: hashing")
                     plan.record["content_hash"] = file_hash(path)
@@ -577,52 +603,4 @@ def ingest(
             report.datasets.append(result)
         report.store = opened.uri
         report.model = opened.model_info()
-        return report
-    finally:
-        if opened is not None and not isinstance(store, Store):
-            opened.close()
-
-
-def export(
-    store: Store | str | os.PathLike | None, dataset_id: str, out: str | os.PathLike
-) -> dict:
-    """Write one data set as .h5ad (obs + obsm['X_uce']); returns a summary."""
-    from uceindex.store.export import EXPORT_KEY, export_dataset
-
-    own = not isinstance(store, Store)
-    store = Store.open(store) if own else store
-    try:
-        adata = export_dataset(store, dataset_id)
-        out = Path(out)
-        partial = out.with_name(out.name + ".partial")
-        adata.write_h5ad(partial)
-        os.replace(partial, out)  # never a half-written output
-        return {
-            "dataset_id": dataset_id,
-            "output": str(out),
-            "cells": int(adata.n_obs),
-            "obs_columns": list(adata.obs.columns),
-            "obsm": EXPORT_KEY,
-            "embedding_dim": int(adata.obsm[EXPORT_KEY].shape[1]),
-        }
-    finally:
-        if own:
-            store.close()
-
-
-def list_datasets(store: Store | str | os.PathLike | None) -> dict:
-    """What `uceindex datasets` shows: the store, its model and its data sets."""
-    own = not isinstance(store, Store)
-    store = Store.open(store) if own else store
-    try:
-        frame = store.datasets().astype(object)
-        frame = frame.where(frame.notna(), None)  # NaN of unset counts -> None
-        return {
-            "store": store.uri,
-            "model": store.model_info(),
-            "cells": store.count(),
-            "datasets": frame.to_dict(orient="records"),
-        }
-    finally:
-        if own:
-            store.close()
+    return report

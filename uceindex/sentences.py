@@ -27,7 +27,7 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
-from uceindex.model.load import CHROM_RIGHT, CLS, PAD
+from uceindex.model.vocab import CHROM_RIGHT, CLS, PAD
 
 SAMPLE_SIZE = 1024  # genes drawn per cell (the reference's sample_size)
 PAD_LENGTH = 1536  # longest sentence the positional encoding covers

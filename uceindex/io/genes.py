@@ -1,22 +1,31 @@
-"""Which genes the columns of a data set are, in the model's vocabulary.
+"""Which genes the columns of a data set are, in the model's vocabulary, and the two rules
+on them: a data set needs MIN_MATCHED_SHARE of its genes in the vocabulary, a cell needs
+MIN_GENES expressed vocabulary genes.
 
 Symbols are matched case-insensitively (the reference upper-cases them). CELLxGENE files
 keep Ensembl ids in var_names and symbols in var["feature_name"], which is not unique
 since schema 2.4.0: columns that resolve to the same symbol are summed, as if one gene.
+
+pandas, scipy and the sampler are imported where they are used: the CLI reads the two
+rules' defaults when it starts, and its --help should not wait for them.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
-import scipy.sparse as sp
 
 from uceindex.errors import InputDataError
-from uceindex.model.load import SpeciesVocab
-from uceindex.sentences import GeneOrder
+from uceindex.model.vocab import SpeciesVocab
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import scipy.sparse as sp
+
+    from uceindex.sentences import GeneOrder
 
 SYMBOL_COLUMNS = (
     "feature_name",
@@ -28,6 +37,10 @@ SYMBOL_COLUMNS = (
 )
 ENSEMBL_ID = re.compile(r"^ENS[A-Z]*G\d{6,}(\.\d+)?$")
 MIN_MATCHED_SHARE = 0.10  # refuse a data set when fewer of its genes are in the vocabulary
+MIN_GENES = 25  # a cell needs this many expressed vocabulary genes (reference: filter_cells)
+
+REASON_NO_COUNTS = "no counts in genes the model knows"
+REASON_FEW_GENES = "fewer than {n} expressed genes the model knows"
 
 
 def looks_like_ensembl(names) -> bool:
@@ -78,6 +91,11 @@ class GeneMatch:
 
 
 def match_genes(var: pd.DataFrame, vocab: SpeciesVocab) -> GeneMatch:
+    import pandas as pd
+    import scipy.sparse as sp
+
+    from uceindex.sentences import GeneOrder
+
     symbols, source = gene_symbols(var)
     upper = np.char.upper(symbols.astype(str))
     position = pd.Index(vocab.symbols).get_indexer(upper)  # -1 when unknown
@@ -117,3 +135,28 @@ def require_enough(
         f"{match.source} are {species} gene symbols the model knows (unmatched: {hint}); "
         f"check --species, or put gene symbols in var_names"
     )
+
+
+def top_unmatched(matrix, match: GeneMatch, symbols: np.ndarray, n: int = 5) -> str:
+    """The most expressed genes that found no token, for the error message."""
+    import scipy.sparse as sp
+
+    unmatched = np.flatnonzero(np.asarray(match.combiner.sum(axis=1)).ravel() == 0)
+    if not len(unmatched):
+        return ""
+    sample = sp.csr_matrix(matrix[: min(matrix.shape[0], 2000)])
+    totals = np.asarray(sample[:, unmatched].sum(axis=0)).ravel()
+    best = unmatched[np.argsort(-totals)[:n]]
+    return ", ".join(map(str, symbols[best]))
+
+
+def qc_reasons(counts: sp.csr_matrix, min_genes: int) -> np.ndarray:
+    """Per cell, why it cannot be embedded (object array, None when it can).
+
+    Counts are over vocabulary genes only: the reference counts genes before that subset,
+    so a cell whose genes are all unknown passes its filter and then crashes its sampler."""
+    expressed = np.diff(counts.indptr) if counts.nnz else np.zeros(counts.shape[0], int)
+    reasons = np.full(counts.shape[0], None, dtype=object)
+    reasons[expressed < min_genes] = REASON_FEW_GENES.format(n=min_genes)
+    reasons[expressed == 0] = REASON_NO_COUNTS
+    return reasons

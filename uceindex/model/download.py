@@ -26,6 +26,7 @@ from urllib.error import HTTPError
 from urllib.parse import urlsplit
 from urllib.request import Request, urlopen
 
+from uceindex.atomic import written_whole
 from uceindex.errors import DownloadError
 from uceindex.model.files import (
     CHECKPOINTS,
@@ -271,9 +272,8 @@ def _read_manifest(dest: Path) -> dict:
 
 
 def _write_manifest(dest: Path, manifest: dict) -> None:
-    tmp = dest / (MANIFEST_FILE + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, dest / MANIFEST_FILE)
+    with written_whole(dest / MANIFEST_FILE) as scratch:
+        scratch.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
 def _int_or_none(value: str | None) -> int | None:

@@ -112,6 +112,12 @@ class ModelFiles:
                 )
         return files
 
+    def resolve(self, path: str | os.PathLike) -> Path:
+        """A path as new_species_protein_embeddings.csv writes it: absolute, or relative to
+        the model directory."""
+        p = Path(str(path)).expanduser()
+        return p if p.is_absolute() else self.root / p
+
     @property
     def model_name(self) -> str:
         return next(k for k, (name, _) in CHECKPOINTS.items() if name == self.checkpoint.name)

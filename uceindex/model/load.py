@@ -11,8 +11,7 @@ import hashlib
 import json
 import os
 import pickle
-from dataclasses import dataclass
-from functools import cached_property
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -27,40 +26,34 @@ from uceindex.model.files import (
     ModelFiles,
     protein_embedding_file,
 )
-from uceindex.model.network import UCE, UCEConfig
-
-PAD, CHROM_LEFT, CHROM_RIGHT, CLS = 0, 1, 2, 3  # special token rows
-CHROM_SEED = 23  # torch.manual_seed used for the official chromosome tokens
+from uceindex.model.network import UCE, UCEConfig, published_sizes
+from uceindex.model.vocab import SpeciesVocab
 
 
-@dataclass(frozen=True)
-class SpeciesVocab:
-    """A species' genes as the model sees them; arrays are aligned, one entry per gene."""
+def load_tensors(
+    path: str | os.PathLike, *, allow: tuple[type, ...] = (), weights_only: bool | None = True
+):
+    """torch.load on the CPU, memory-mapped when the file is in the zip format (every official
+    file is), else read whole (the legacy format cannot be mapped).
 
-    name: str
-    symbols: np.ndarray  # upper-case gene symbols (object)
-    token_rows: np.ndarray  # int64 row in the token table
-    chrom_rows: np.ndarray  # int64 token row of the gene's chromosome
-    starts: np.ndarray  # int64 genomic start
-
-    @cached_property
-    def index(self) -> dict[str, int]:
-        return {s: i for i, s in enumerate(self.symbols)}
-
-    def __len__(self) -> int:
-        return len(self.symbols)
-
-
-def _load_tensor_file(path: Path):
-    """torch.load, memory-mapped when the file is in the zip format (all official files are)."""
-    try:
+    Only tensors and the classes in `allow` are unpickled. `weights_only=None` leaves the
+    choice to torch (weights only, unless the user set TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1).
+    Errors are torch's own: each caller says what the file was."""
+    allowed = torch.serialization.safe_globals(list(allow)) if allow else nullcontext()
+    with allowed:
         try:
-            return torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+            return torch.load(path, map_location="cpu", mmap=True, weights_only=weights_only)
         except RuntimeError as exc:
             if "mmap" not in str(exc):
                 raise
-            return torch.load(path, map_location="cpu", weights_only=True)  # legacy format
-    except Exception as exc:  # a truncated or foreign file
+            return torch.load(path, map_location="cpu", weights_only=weights_only)
+
+
+def _read(path: Path):
+    """A model file's tensors; a truncated or foreign file is one clear error."""
+    try:
+        return load_tensors(path)
+    except Exception as exc:
         raise ModelFilesError(
             f"cannot read {path.name} ({type(exc).__name__}): download it again"
         ) from None
@@ -93,7 +86,7 @@ class UCEModel:
     def __init__(self, model_dir: str | os.PathLike | None = None):
         self.files = ModelFiles.find(model_dir)
         settings = self._settings()
-        state = _load_tensor_file(self.files.checkpoint)
+        state = _read(self.files.checkpoint)
         if not isinstance(state, dict):
             raise ModelFilesError(
                 f"{self.files.checkpoint.name} is not a state dict: download it again"
@@ -101,7 +94,7 @@ class UCEModel:
         self.fingerprint = fingerprint(state)
         self.network = UCE.from_state_dict(state, nhead=int(settings.get("nhead", 20)))
         self.config: UCEConfig = self.network.config
-        tokens = _load_tensor_file(self.files.tokens)
+        tokens = _read(self.files.tokens)
         self.chrom_token_offset = int(tokens.shape[0])  # first chromosome row
         if tokens.dim() != 2 or tokens.shape[1] != self.config.token_dim:
             raise ModelFilesError(
@@ -174,7 +167,7 @@ class UCEModel:
                 f"{path.name} is missing from {path.parent}: run "
                 f"`uceindex models download {self.files.model_name} --dir {self.files.root}`"
             )
-        symbols = _upper_keys(_load_tensor_file(path))
+        symbols = _upper_keys(_read(path))
         rows = self._offsets[species] + np.arange(len(symbols), dtype=np.int64)
         table = self._chrom_table[self._chrom_table["species"] == species]
         codes = pd.Series(
@@ -203,15 +196,15 @@ class UCEModel:
         return vocabs
 
     def _extra_species(self, row, first_row: int) -> tuple[SpeciesVocab, torch.Tensor]:
-        pt = self._resolve(row.path)
-        chrom_csv = self._resolve(getattr(row, "chrom_csv", None) or "")
+        pt = self.files.resolve(row.path)
+        chrom_csv = self.files.resolve(getattr(row, "chrom_csv", None) or "")
         taxonomy_id = getattr(row, "taxonomy_id", None)
         if not pt.exists() or not chrom_csv.is_file() or pd.isna(taxonomy_id):
             raise ModelFilesError(
                 f"species {row.species!r} in {NEW_SPECIES_CSV} needs an existing path, chrom_csv "
                 "and taxonomy_id: register it with `uceindex species add`"
             )
-        embeddings = _load_tensor_file(pt)
+        embeddings = _read(pt)
         symbols = _upper_keys(embeddings)
         first = {}
         for k, v in embeddings.items():
@@ -234,16 +227,13 @@ class UCEModel:
         vocab = _vocab(row.species, symbols, rows, codes, chrom["start"], first_row + len(symbols))
         return vocab, torch.cat([genes, chrom_tokens])
 
-    def _resolve(self, path: str) -> Path:
-        p = Path(str(path)).expanduser()
-        return p if p.is_absolute() else self.files.root / p
-
     def describe(self) -> dict:
         """What `uceindex models info` shows."""
         c = self.config
         return {
             "model_dir": str(self.files.root),
             "checkpoint": self.files.checkpoint.name,
+            "sizes": published_sizes(c) or "custom",
             "name": self.name,
             "fingerprint": self.fingerprint,
             "layers": c.nlayers,

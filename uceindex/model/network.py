@@ -43,11 +43,17 @@ class UCEConfig:
     dropout: float = 0.05  # training only
 
 
-# Published sizes, checked when an official checkpoint loads (nanoGPT's from_pretrained table).
+# Published sizes, which a loaded checkpoint is compared with (nanoGPT's from_pretrained table).
 PUBLISHED = {
     "4layer": UCEConfig(nlayers=4),
     "33layer": UCEConfig(nlayers=33),
 }
+
+
+def published_sizes(config: UCEConfig) -> str | None:
+    """The published model whose sizes `config` has ("4layer", "33layer"), or None for a
+    custom size (the tiny test models, a retrained network)."""
+    return next((name for name, sizes in PUBLISHED.items() if sizes == config), None)
 
 
 def full_block(in_features: int, out_features: int, p_drop: float) -> nn.Sequential:

@@ -21,10 +21,9 @@ from uceindex.model.files import (
     SETTINGS_FILE,
     protein_embedding_file,
 )
-from uceindex.model.load import CHROM_SEED
 from uceindex.model.network import UCE, UCEConfig
+from uceindex.model.vocab import CHROM_SEED, N_SPECIAL
 
-N_SPECIAL = 4  # PAD, CHROM_LEFT, CHROM_RIGHT, CLS
 CHROMOSOMES = ["1", "2", "3", "4", "5", "X"]
 
 

@@ -26,7 +26,9 @@ from pathlib import Path
 
 import torch
 
+from uceindex.atomic import written_whole
 from uceindex.errors import InputDataError, ModelFilesError
+from uceindex.model.load import load_tensors
 
 MAX_RESIDUES = 1022  # ESM-2's context (1024 positions) less BOS and EOS
 TOKENS_PER_BATCH = {"cpu": 1024, "cuda": 4096}  # padded positions per batch (extract.py: 4096)
@@ -66,20 +68,14 @@ def _read_weights(path: Path) -> dict:
 
     Nothing else is unpickled (weights_only). TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 lifts that
     for a file you trust that holds other objects."""
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        try:
-            try:
-                return torch.load(path, map_location="cpu", mmap=True)
-            except RuntimeError as exc:
-                if "mmap" not in str(exc):
-                    raise
-                return torch.load(path, map_location="cpu")  # legacy (non-zip) format
-        except Exception as exc:
-            raise ModelFilesError(
-                f"cannot read ESM weights {path.name} ({type(exc).__name__}: "
-                f"{_first_line(exc)}); if the file is a fair-esm checkpoint you "
-                "trust that holds other Python objects, set TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1"
-            ) from None
+    try:
+        return load_tensors(path, allow=(argparse.Namespace,), weights_only=None)
+    except Exception as exc:
+        raise ModelFilesError(
+            f"cannot read ESM weights {path.name} ({type(exc).__name__}: "
+            f"{_first_line(exc)}); if the file is a fair-esm checkpoint you "
+            "trust that holds other Python objects, set TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1"
+        ) from None
 
 
 def esm_width(data: dict) -> int:
@@ -181,9 +177,8 @@ class ProteinCache:
         (self.root / "meta.json").write_text(json.dumps(self.meta) + "\n")
         taken = [int(p.stem.split("-")[1]) for p in self.root.glob("shard-*.pt")]
         shard = self.root / f"shard-{max(taken, default=-1) + 1:06d}.pt"
-        tmp = shard.with_name(shard.name + ".partial")
-        torch.save(self._pending, tmp)
-        os.replace(tmp, shard)
+        with written_whole(shard) as scratch:
+            torch.save(self._pending, scratch)
         self._pending = {}
 
 

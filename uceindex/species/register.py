@@ -30,6 +30,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from uceindex.atomic import written_whole
 from uceindex.errors import InputDataError, ModelFilesError, UceIndexError
 from uceindex.model.files import (
     NEW_SPECIES_CSV,
@@ -38,6 +39,7 @@ from uceindex.model.files import (
     ModelFiles,
     protein_embedding_file,
 )
+from uceindex.model.load import load_tensors
 from uceindex.species.esm import (
     MAX_RESIDUES,
     EsmStats,
@@ -47,7 +49,7 @@ from uceindex.species.esm import (
     gene_embeddings,
     load_esm,
 )
-from uceindex.species.fasta import read_proteome
+from uceindex.species.fasta import Proteome, read_proteome
 
 SPECIES_DIR = "species"  # <model_dir>/species/<name>/
 META_FILE = "species.json"
@@ -92,20 +94,10 @@ class AddReport:
         }
 
 
-def _load(path: Path):
-    """torch.load of tensors only, memory-mapped when the file format allows."""
-    try:
-        return torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-    except RuntimeError as exc:
-        if "mmap" not in str(exc):
-            raise
-        return torch.load(path, map_location="cpu", weights_only=True)
-
-
 def checkpoint_token_dim(files: ModelFiles) -> int:
     """Width of the checkpoint's gene tokens (5120 for the official models)."""
     try:
-        state = _load(files.checkpoint)
+        state = load_tensors(files.checkpoint)
         return int(state["pe_embedding.weight"].shape[1])
     except Exception as exc:
         raise ModelFilesError(
@@ -132,12 +124,6 @@ def _listing(root: Path) -> pd.DataFrame:
         if column not in listing.columns:
             listing[column] = pd.NA
     return listing
-
-
-def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def _digest(sequences: dict[str, str]) -> str:
@@ -183,7 +169,7 @@ def _precomputed(path: Path, token_dim: int) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise InputDataError(f"no protein embeddings file at {path}")
     try:
-        data = _load(path)
+        data = load_tensors(path)
     except Exception as exc:
         raise InputDataError(
             f"cannot read {path.name} as a torch file of tensors ({type(exc).__name__})"
@@ -212,6 +198,227 @@ def _precomputed(path: Path, token_dim: int) -> dict[str, torch.Tensor]:
     return genes
 
 
+@dataclass
+class GeneTokens:
+    """A species' gene tokens and the positions of its genes: what `register_species` writes."""
+
+    genes: dict[str, torch.Tensor]  # gene symbol -> float32 token, in the order written
+    proteome: Proteome  # gives each gene its chromosome and start
+    proteome_file: Path
+    source: str  # "esm" or "precomputed"
+    source_file: Path
+    genes_placed: int  # genes with a position: the species' vocabulary
+    max_residues: int = MAX_RESIDUES
+    esm: EsmStats | None = None
+
+
+def _check_taxonomy_id(taxonomy_id) -> None:
+    if isinstance(taxonomy_id, bool) or not isinstance(taxonomy_id, int) or taxonomy_id <= 0:
+        raise InputDataError(
+            f"taxonomy id must be a positive NCBI Taxonomy id (chicken: 9031), not {taxonomy_id!r}"
+        )
+
+
+def _species_dir(files: ModelFiles, name: str) -> Path:
+    return files.root / SPECIES_DIR / name
+
+
+def _esm_genes(
+    proteome: Proteome,
+    proteome_file: Path,
+    weights: Path,
+    token_dim: int,
+    cache_dir: Path | None,
+    *,
+    device,
+    precision: str,
+    tokens_per_batch: int | None,
+    max_residues: int,
+    progress: Progress | None,
+) -> tuple[dict[str, torch.Tensor], EsmStats]:
+    """Gene symbol -> mean ESM-2 embedding of its proteins (the SATURN recipe), resumable
+    through `cache_dir`."""
+    model, alphabet = load_esm(weights, expect_width=token_dim, device=device, precision=precision)
+    gene_proteins = proteome.gene_proteins()
+    all_sequences = proteome.sequences()
+    sequences = {pid: all_sequences[pid] for ids in gene_proteins.values() for pid in ids}
+    if not sequences:
+        raise InputDataError(f"no protein of {proteome_file.name} can be embedded")
+    meta = {
+        "weights": weights.name,
+        "weights_bytes": weights.stat().st_size,
+        "width": token_dim,
+        "max_residues": max_residues,
+        "sequences_sha256": _digest(sequences),  # same proteins, same cache
+    }
+    try:
+        proteins, stats = embed_proteins(
+            sequences,
+            model,
+            alphabet,
+            max_residues=max_residues,
+            tokens_per_batch=tokens_per_batch,
+            cache=ProteinCache(cache_dir, meta) if cache_dir is not None else None,
+            progress=progress,
+        )
+    except torch.cuda.OutOfMemoryError:
+        raise UceIndexError(
+            "the GPU ran out of memory (finished proteins are cached): run again with a "
+            "lower --batch-tokens, or --precision float16"
+        ) from None
+    stats.weights = weights.name
+    del model
+    genes = gene_embeddings(gene_proteins, proteins)
+    bad = [s for s, v in genes.items() if not torch.isfinite(v).all()]
+    if bad:
+        if cache_dir is not None:
+            shutil.rmtree(cache_dir, ignore_errors=True)  # do not resume from broken values
+        raise InputDataError(
+            f"ESM gave non-finite values for {len(bad)} genes (e.g. {bad[0]}) in {precision}: "
+            "rerun with --precision float32"
+        )
+    return genes, stats
+
+
+def gene_tokens(
+    proteome: str | os.PathLike,
+    token_dim: int,
+    *,
+    esm_weights: str | os.PathLike | None = None,
+    protein_embeddings: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    device: str | None = None,
+    precision: str = "float32",
+    tokens_per_batch: int | None = None,
+    max_residues: int = MAX_RESIDUES,
+    progress: Progress | None = None,
+) -> GeneTokens:
+    """Step one of `add_species`: read the proteome, then the gene tokens, from ESM-2 run on its
+    proteins (`esm_weights`, resumable through `cache_dir`) or from a precomputed .pt dict
+    (`protein_embeddings`), checked to have `token_dim` and positions in the proteome."""
+    if (esm_weights is None) == (protein_embeddings is None):
+        raise InputDataError("pass exactly one of --esm-weights and --protein-embeddings")
+    proteome_file = Path(proteome).expanduser()
+    parsed = read_proteome(proteome)
+    if parsed.summary.genes == 0:
+        raise InputDataError(
+            f"no protein in {proteome_file.name} has both a gene_symbol and a chromosome "
+            "location: pass an Ensembl *.pep.all.fa file"
+        )
+    stats = None
+    if protein_embeddings is not None:
+        source_file = Path(protein_embeddings).expanduser()
+        genes = _precomputed(source_file, token_dim)
+    else:
+        source_file = Path(esm_weights).expanduser()
+        genes, stats = _esm_genes(
+            parsed,
+            proteome_file,
+            source_file,
+            token_dim,
+            None if cache_dir is None else Path(cache_dir),
+            device=device,
+            precision=precision,
+            tokens_per_batch=tokens_per_batch,
+            max_residues=max_residues,
+            progress=progress,
+        )
+    placed = set(parsed.positions["gene_symbol"].str.upper())
+    n_placed = sum(1 for s in dict.fromkeys(k.upper() for k in genes) if s in placed)
+    if n_placed == 0:
+        raise InputDataError(
+            f"none of the {len(genes)} genes of {source_file.name} has a position in "
+            f"{proteome_file.name}: are they the same species and assembly?"
+        )
+    return GeneTokens(
+        genes=genes,
+        proteome=parsed,
+        proteome_file=proteome_file,
+        source="precomputed" if protein_embeddings is not None else "esm",
+        source_file=source_file,
+        genes_placed=n_placed,
+        max_residues=max_residues,
+        esm=stats,
+    )
+
+
+def register_species(
+    name: str,
+    tokens: GeneTokens,
+    *,
+    taxonomy_id: int,
+    model_dir: str | os.PathLike | None = None,
+    replace: bool = False,
+) -> AddReport:
+    """Step two of `add_species`: write the species' token file, gene positions and
+    species.json under species/<name>/, each whole, then list it in
+    new_species_protein_embeddings.csv, where the loader finds it."""
+    _check_taxonomy_id(taxonomy_id)
+    files = ModelFiles.find(model_dir)
+    root = files.root
+    listing = _listing(root)
+    replaced = _check_name(name, files, listing, replace)
+    token_dim = checkpoint_token_dim(files)
+    width = int(next(iter(tokens.genes.values())).shape[0])
+    if width != token_dim:
+        raise InputDataError(
+            f"the gene tokens of {name} are {width}-d but this UCE checkpoint takes "
+            f"{token_dim}-d gene tokens"
+        )
+    directory = _species_dir(files, name)
+    directory.mkdir(parents=True, exist_ok=True)
+    pt = directory / f"{name}{PROTEIN_EMBEDDING_SUFFIX}"
+    chrom_csv = directory / f"{name}_to_chrom_pos.csv"
+    positions = tokens.proteome.positions
+    positions = positions.assign(
+        gene_symbol=positions["gene_symbol"].str.upper(), species=name
+    ).sort_values(["chromosome", "start"], kind="stable")
+    with written_whole(pt) as scratch:
+        torch.save(tokens.genes, scratch)
+    with written_whole(chrom_csv) as scratch:
+        positions.to_csv(scratch, index=False)
+    report = AddReport(
+        species=name,
+        taxonomy_id=taxonomy_id,
+        directory=directory,
+        source=tokens.source,
+        source_file=str(tokens.source_file),
+        token_dim=token_dim,
+        genes=len(tokens.genes),
+        genes_placed=tokens.genes_placed,
+        chromosomes=tokens.proteome.summary.chromosomes,
+        proteome={"file": str(tokens.proteome_file), **tokens.proteome.summary.as_dict()},
+        esm=tokens.esm.as_dict() if tokens.esm else None,
+        replaced=replaced,
+    )
+    meta = {
+        **report.as_dict(),
+        "rules": {
+            "gene_embedding": "mean over the gene's proteins of the mean of ESM's last layer "
+            "over residues (SATURN)",
+            "long_proteins": f"truncated to the first {tokens.max_residues} residues",
+            "gene_start": "lowest start of the gene's proteins on the chromosome of its first "
+            "located protein",
+        },
+    }
+    with written_whole(directory / META_FILE) as scratch:
+        scratch.write_text(json.dumps(meta, indent=2) + "\n")
+
+    row = {
+        "species": name,
+        "path": _relative(pt, root),
+        "chrom_csv": _relative(chrom_csv, root),
+        "taxonomy_id": taxonomy_id,
+    }
+    listing = listing[listing["species"].astype(str) != name]
+    listing = pd.concat([listing, pd.DataFrame([row])], ignore_index=True)
+    listing["taxonomy_id"] = pd.to_numeric(listing["taxonomy_id"], errors="coerce").astype("Int64")
+    with written_whole(root / NEW_SPECIES_CSV) as scratch:
+        listing.to_csv(scratch, index=False)
+    shutil.rmtree(directory / CACHE_DIR, ignore_errors=True)
+    return report
+
+
 def add_species(
     name: str,
     proteome: str | os.PathLike,
@@ -236,128 +443,29 @@ def add_species(
     official one always is. Cheap checks all run before ESM does."""
     if (esm_weights is None) == (protein_embeddings is None):
         raise InputDataError("pass exactly one of --esm-weights and --protein-embeddings")
-    if isinstance(taxonomy_id, bool) or not isinstance(taxonomy_id, int) or taxonomy_id <= 0:
-        raise InputDataError(
-            f"taxonomy id must be a positive NCBI Taxonomy id (chicken: 9031), not {taxonomy_id!r}"
-        )
+    _check_taxonomy_id(taxonomy_id)
     files = ModelFiles.find(model_dir)
-    root = files.root
     token_dim = checkpoint_token_dim(files)
-    listing = _listing(root)
-    replaced = _check_name(name, files, listing, replace)
-    parsed = read_proteome(proteome)
-    if parsed.summary.genes == 0:
-        raise InputDataError(
-            f"no protein in {Path(proteome).name} has both a gene_symbol and a chromosome "
-            "location: pass an Ensembl *.pep.all.fa file"
-        )
-    directory = root / SPECIES_DIR / name
-    cache_dir = directory / CACHE_DIR
-    stats: EsmStats | None = None
-    if protein_embeddings is not None:
-        source_path = Path(protein_embeddings).expanduser()
-        genes = _precomputed(source_path, token_dim)
-    else:
-        source_path = Path(esm_weights).expanduser()
-        model, alphabet = load_esm(
-            source_path, expect_width=token_dim, device=device, precision=precision
-        )
-        gene_proteins = parsed.gene_proteins()
-        all_sequences = parsed.sequences()
-        sequences = {pid: all_sequences[pid] for ids in gene_proteins.values() for pid in ids}
-        if not sequences:
-            raise InputDataError(f"no protein of {Path(proteome).name} can be embedded")
-        meta = {
-            "weights": source_path.name,
-            "weights_bytes": source_path.stat().st_size,
-            "width": token_dim,
-            "max_residues": max_residues,
-            "sequences_sha256": _digest(sequences),  # same proteins, same cache
-        }
-        try:
-            proteins, stats = embed_proteins(
-                sequences,
-                model,
-                alphabet,
-                max_residues=max_residues,
-                tokens_per_batch=tokens_per_batch,
-                cache=ProteinCache(cache_dir, meta),
-                progress=progress,
-            )
-        except torch.cuda.OutOfMemoryError:
-            raise UceIndexError(
-                "the GPU ran out of memory (finished proteins are cached): run again with a "
-                "lower --batch-tokens, or --precision float16"
-            ) from None
-        stats.weights = source_path.name
-        del model
-        genes = gene_embeddings(gene_proteins, proteins)
-        bad = [s for s, v in genes.items() if not torch.isfinite(v).all()]
-        if bad:
-            shutil.rmtree(cache_dir, ignore_errors=True)  # do not resume from broken values
-            raise InputDataError(
-                f"ESM gave non-finite values for {len(bad)} genes (e.g. {bad[0]}) in {precision}: "
-                "rerun with --precision float32"
-            )
-
-    placed = set(parsed.positions["gene_symbol"].str.upper())
-    n_placed = sum(1 for s in dict.fromkeys(k.upper() for k in genes) if s in placed)
-    if n_placed == 0:
-        raise InputDataError(
-            f"none of the {len(genes)} genes of {source_path.name} has a position in "
-            f"{Path(proteome).name}: are they the same species and assembly?"
-        )
-
-    directory.mkdir(parents=True, exist_ok=True)
-    pt = directory / f"{name}{PROTEIN_EMBEDDING_SUFFIX}"
-    chrom_csv = directory / f"{name}_to_chrom_pos.csv"
-    positions = parsed.positions.assign(
-        gene_symbol=parsed.positions["gene_symbol"].str.upper(), species=name
-    ).sort_values(["chromosome", "start"], kind="stable")
-    _write_atomic(pt, lambda p: torch.save(genes, p))
-    _write_atomic(chrom_csv, lambda p: positions.to_csv(p, index=False))
-    report = AddReport(
-        species=name,
-        taxonomy_id=taxonomy_id,
-        directory=directory,
-        source="precomputed" if protein_embeddings is not None else "esm",
-        source_file=str(source_path),
-        token_dim=token_dim,
-        genes=len(genes),
-        genes_placed=n_placed,
-        chromosomes=parsed.summary.chromosomes,
-        proteome={"file": str(Path(proteome).expanduser()), **parsed.summary.as_dict()},
-        esm=stats.as_dict() if stats else None,
-        replaced=replaced,
+    _check_name(name, files, _listing(files.root), replace)
+    tokens = gene_tokens(
+        proteome,
+        token_dim,
+        esm_weights=esm_weights,
+        protein_embeddings=protein_embeddings,
+        cache_dir=_species_dir(files, name) / CACHE_DIR,
+        device=device,
+        precision=precision,
+        tokens_per_batch=tokens_per_batch,
+        max_residues=max_residues,
+        progress=progress,
     )
-    meta = {
-        **report.as_dict(),
-        "rules": {
-            "gene_embedding": "mean over the gene's proteins of the mean of ESM's last layer "
-            "over residues (SATURN)",
-            "long_proteins": f"truncated to the first {max_residues} residues",
-            "gene_start": "lowest start of the gene's proteins on the chromosome of its first "
-            "located protein",
-        },
-    }
-    _write_atomic(directory / META_FILE, lambda p: p.write_text(json.dumps(meta, indent=2) + "\n"))
-
-    row = {
-        "species": name,
-        "path": _relative(pt, root),
-        "chrom_csv": _relative(chrom_csv, root),
-        "taxonomy_id": taxonomy_id,
-    }
-    listing = listing[listing["species"].astype(str) != name]
-    listing = pd.concat([listing, pd.DataFrame([row])], ignore_index=True)
-    listing["taxonomy_id"] = pd.to_numeric(listing["taxonomy_id"], errors="coerce").astype("Int64")
-    _write_atomic(root / NEW_SPECIES_CSV, lambda p: listing.to_csv(p, index=False))
-    shutil.rmtree(cache_dir, ignore_errors=True)
-    return report
+    return register_species(
+        name, tokens, taxonomy_id=taxonomy_id, model_dir=files.root, replace=replace
+    )
 
 
 def _count_genes(path: Path) -> int:
-    return len(_load(path))
+    return len(load_tensors(path))
 
 
 def list_species(model_dir: str | os.PathLike | None = None) -> list[dict]:
@@ -386,8 +494,7 @@ def list_species(model_dir: str | os.PathLike | None = None) -> list[dict]:
             if pd.isna(value):
                 paths[column] = None
             else:
-                p = Path(str(value)).expanduser()
-                paths[column] = p if p.is_absolute() else files.root / p
+                paths[column] = files.resolve(value)
         missing = [c for c, p in paths.items() if p is None or not p.exists()]
         if pd.isna(row.taxonomy_id):
             missing.append("taxonomy_id")

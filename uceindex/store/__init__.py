@@ -10,18 +10,22 @@ Public API (docs/store.md has the full contract):
         store.count()        # rows in cells (store.count(dataset_id) for one data set)
         store.complete_dataset_ids(); store.refresh(); store.versions()
 
-Writing (see uceindex.ingestion):
+Reads that take a Store or a URI: `list_datasets(store)` (what `uceindex datasets` shows),
+`export_dataset(store, dataset_id) -> AnnData` (obs + obsm["X_uce"]) and
+`uceindex.store.export.export(store, dataset_id, out)`, which writes it as .h5ad.
 
-    ingest(paths, species=..., store=..., model_dir=..., embedding_key=None, ...) -> IngestReport
-    ingest_embeddings(store, dataset_id, obs, embeddings, species, model_name,
-                      model_fingerprint, *, replace=False, reasons=None) -> dict
-
-`ingest_embeddings` writes precomputed embeddings (n, D) with their obs DataFrame (index =
-obs names) without any file; `store` is a Store or a URI (created if missing).
-Export: `export_dataset(store, dataset_id) -> AnnData` (obs + obsm["X_uce"]).
+Writing is `uceindex.ingestion` (`ingest`, `ingest_embeddings`), over the exactly-once
+protocol of `uceindex.store.writer`.
 """
 
 from uceindex.store.export import export_dataset
-from uceindex.store.store import DEFAULT_STORE, STORE_ENV, Store, default_store_uri
+from uceindex.store.store import DEFAULT_STORE, STORE_ENV, Store, default_store_uri, list_datasets
 
-__all__ = ["Store", "default_store_uri", "STORE_ENV", "DEFAULT_STORE", "export_dataset"]
+__all__ = [
+    "Store",
+    "default_store_uri",
+    "STORE_ENV",
+    "DEFAULT_STORE",
+    "export_dataset",
+    "list_datasets",
+]

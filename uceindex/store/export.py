@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pandas as pd
 
+from uceindex.atomic import written_whole
 from uceindex.errors import StoreError
 from uceindex.store import schema as S
 from uceindex.store.store import Store, sql_string
@@ -14,12 +16,17 @@ from uceindex.store.store import Store, sql_string
 EXPORT_KEY = "X_uce"  # obsm key of the exported embeddings
 
 
-def export_dataset(store: Store, dataset_id: str):
+def export_dataset(store: Store | str | os.PathLike | None, dataset_id: str):
     """AnnData (X empty: n_cells x 0) of the embedded cells of one data set, in file order.
 
     obs has the data set's own obs columns under their original names (nulls as NaN/None);
     obsm["X_uce"] the embeddings; uns["uce"] the `datasets` row. Rejected cells are not in
     `cells` and so not exported (they are listed in the store's `rejects`)."""
+    with Store.using(store) as store:
+        return _as_anndata(store, dataset_id)
+
+
+def _as_anndata(store: Store, dataset_id: str):
     import anndata
 
     row = store.dataset(dataset_id)
@@ -66,3 +73,21 @@ def export_dataset(store: Store, dataset_id: str):
     adata = anndata.AnnData(obs=obs, obsm={EXPORT_KEY: embeddings})
     adata.uns["uce"] = {k: ("" if v is None else str(v)) for k, v in row.items()}
     return adata
+
+
+def export(
+    store: Store | str | os.PathLike | None, dataset_id: str, out: str | os.PathLike
+) -> dict:
+    """Write one data set as .h5ad (`export_dataset`'s AnnData), whole or not at all; returns
+    what `uceindex export` reports."""
+    adata = export_dataset(store, dataset_id)
+    with written_whole(out) as scratch:
+        adata.write_h5ad(scratch)
+    return {
+        "dataset_id": dataset_id,
+        "output": str(out),
+        "cells": int(adata.n_obs),
+        "obs_columns": list(adata.obs.columns),
+        "obsm": EXPORT_KEY,
+        "embedding_dim": int(adata.obsm[EXPORT_KEY].shape[1]),
+    }

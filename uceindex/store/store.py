@@ -68,10 +68,9 @@ class Store:
     `cells`, `datasets_table` and `rejects` are lancedb tables, or None when absent (`cells`
     appears with the first data set)."""
 
-    def __init__(self, uri: str, db, storage_options: dict | None = None):
+    def __init__(self, uri: str, db):
         self.uri = uri
         self._db = db
-        self._storage_options = storage_options
         self._tables: dict = {}
         self._closed = False
         self.refresh()
@@ -135,7 +134,7 @@ class Store:
             for name in (S.DATASETS, S.REJECTS):
                 # exist_ok: another process may be creating the same store right now
                 db.create_table(name, schema=S.schema(name), exist_ok=True)
-        return cls(uri, db, storage_options or None)
+        return cls(uri, db)
 
     def close(self) -> None:
         """Release the tables. Idempotent; the store's methods raise StoreError afterwards."""
@@ -241,3 +240,16 @@ class Store:
             return []
         core = set(S.core_names(S.CELLS))
         return [n for n in cells.schema.names if n not in core]
+
+
+def list_datasets(store: Store | str | os.PathLike | None) -> dict:
+    """What `uceindex datasets` shows: the store, its model and its data sets."""
+    with Store.using(store) as store:
+        frame = store.datasets().astype(object)
+        frame = frame.where(frame.notna(), None)  # NaN of unset counts -> None
+        return {
+            "store": store.uri,
+            "model": store.model_info(),
+            "cells": store.count(),
+            "datasets": frame.to_dict(orient="records"),
+        }
