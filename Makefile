@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench lint clean
+.PHONY: install test demo bench lint clean gpu-wheels gpu-check
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,21 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check uceindex cli tests bench
 	$(VENV)/bin/ruff format --check uceindex cli tests bench
+	$(VENV)/bin/lint-imports --no-cache
+
+# The GPU check (bench/gpu_check.sh) runs on a bare machine with Python 3.12 and CUDA torch but
+# none of these, and no network: fetch their wheels here first, into .whl/ (git-ignored).
+GPU_WHEELS := anndata==0.12.19 zarr==3.1.6 numcodecs==0.16.6 donfig==0.8.1.post1 \
+  google-crc32c==1.9.0 array-api-compat==1.16.0 legacy-api-wrap==1.5 natsort==8.4.0 \
+  scverse-misc==0.1.7 session-info2==0.4.1 pandas==2.3.3 pytz tzdata uce-model==0.1.4
+
+gpu-wheels: $(STAMP)
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+	  -d .whl $(GPU_WHEELS)
+
+gpu-check:
+	bash bench/gpu_check.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache demo_out
