@@ -1,4 +1,4 @@
-"""Counts -> cell sentences (UCE_SPEC section 5), a whole CSR batch in one compiled call.
+"""Counts -> cell sentences (docs/uce.md §5), a whole CSR batch in one compiled call.
 
 A cell sentence is [CLS], then for each chromosome in a random order: the chromosome's
 token, the sampled genes in genomic order (a gene drawn k times appears k times), and
@@ -12,10 +12,10 @@ batch size, the order of cells or its neighbours. Same draw law as the reference
 Only the multiset of draws matters (a gene's k draws sit together), so the sampler counts
 draws per gene and writes each run once, instead of sorting 1024 draws per cell.
 
-The per-cell work is a loop compiled by numba (as scanpy's own kernels are): NumPy
-versions needed ~25 passes over temporaries the size of the stored counts and ran 2.2x
-(in cache-sized blocks) to 5x slower. The kernels release the GIL, so a thread could
-sample the next chunk while the model runs.
+The per-cell work is a loop compiled by numba (as scanpy's own kernels are): array code
+needs many passes over temporaries the size of the stored counts (the history is in
+BENCHMARKS.md). The kernels release the GIL, so a thread samples the next chunk while the
+model runs (`uceindex.pipeline`).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Official model directory -> a loaded model: network, token table, species vocabularies.
 
-Follows ../shared/UCE_SPEC.md section 3. Files are read as published: tensors are
+Follows docs/uce.md §3. Files are read as published: tensors are
 memory-mapped where the format allows, protein-embedding files are opened only for the
 species asked for, and nothing is converted on disk.
 """
@@ -177,7 +177,7 @@ class UCEModel:
 
     def _register_extra_species(self) -> dict[str, SpeciesVocab]:
         """Species from new_species_protein_embeddings.csv get rows appended to the token table:
-        their gene embeddings, then chromosome tokens seeded by their taxonomy id (UCE_SPEC 7)."""
+        their gene embeddings, then chromosome tokens seeded by their taxonomy id (docs/uce.md §7)."""
         csv = self.files.root / NEW_SPECIES_CSV
         if not csv.exists():
             return {}

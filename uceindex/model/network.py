@@ -2,7 +2,7 @@
 
 Universal Cell Embeddings: Rosen et al., "Universal Cell Embeddings: A Foundation Model for
 Cell Biology", bioRxiv 10.1101/2023.11.28.568918; reference code snap-stanford/UCE
-(`model.py`, `evaluate.py`). The steps of `forward` follow ../shared/UCE_SPEC.md section 6.
+(`model.py`, `evaluate.py`). The steps of `forward` follow docs/uce.md §6.
 
 Two code paths share one set of weights:
 - `reference`: the reference computation as written (sequence-first

@@ -1,7 +1,7 @@
 """Write a small random UCE model directory in the official file formats.
 
 Tests and the demo use it: the official weights are gigabytes and cannot be fetched here.
-Every file has the official name, type and layout (UCE_SPEC section 1), only the sizes are
+Every file has the official name, type and layout (docs/uce.md §1), only the sizes are
 small, so the loader, the reference code and uceindex read it exactly as the real thing.
 """
 

@@ -1,8 +1,7 @@
 """The vector index over `cells.embedding`: which kind, when it is (re)built, how it is searched.
 
-Cosine distance throughout (stored embeddings are unit norm). The rules, measured on
-1280-d synthetic cells on 2 cores (BENCHMARKS.md, "Search"; LanceDB's own figures in
-/work/shared/LANCEDB_NOTES.md):
+Cosine distance throughout (stored embeddings are unit norm). The rules (why, with the
+figures in BENCHMARKS.md "Search" and docs/lance.md §2):
 
 - Fewer than FLAT_MAX_ROWS cells: no index. Exact search (numpy over one Lance scan,
   `neighbours.py`) answers a batch of queries about as fast as an index would, with recall
@@ -12,11 +11,12 @@ Cosine distance throughout (stored embeddings are unit norm). The rules, measure
   Lance's `optimize()` keeps when it folds new rows in (a bare `num_partitions` is merged
   down to a few partitions by the first `optimize()`). A query probes enough partitions
   to scan about SCAN_FACTOR * sqrt(n) rows (at least MIN_SCAN_ROWS rows and NPROBES_MIN
-  partitions), more for k > 50.
-  IVF_FLAT keeps raw vectors: distances are exact. It built in 13 s at 200k cells.
-- IVF_HNSW_SQ is available (`kind="ivf_hnsw_sq"`) but not chosen: at 200k cells it built
-  in 98 s and reached recall@50 0.965 at ef=400 with 0.3x IVF_FLAT's batch speed.
-- IVF_PQ is never chosen: recall 0.40 at k=50 without refine on this kind of data.
+  partitions), more for k > 50. IVF_FLAT keeps raw vectors, so distances are exact, and it
+  builds in seconds where graph indexes take minutes.
+- IVF_HNSW_SQ is available (`kind="ivf_hnsw_sq"`) but not chosen: slower to build, lower
+  recall at k = 50 and slower batches than IVF_FLAT on cell embeddings.
+- IVF_PQ is never chosen: product quantisation loses the small differences between
+  neighbouring cells (recall far below annotation grade without refine).
 
 Incremental: rows ingested after the build are searched exactly by Lance (a flat scan of
 the unindexed fragments) until `refresh_index` folds them in with `optimize()`; once they
@@ -49,7 +49,9 @@ MIN_SCAN_ROWS = 4_096  # ... and enough for this many rows (small tables, unclus
 NPROBES_K = 50  # nprobes grows in proportion to k above this
 HNSW_M = 20  # graph degree of IVF_HNSW_SQ (Lance default)
 HNSW_EF_CONSTRUCTION = 150
-HNSW_EF_MIN = 200  # search breadth; at least 3 k as well (ef >= k * refine_factor, notes)
+HNSW_EF_MIN = (
+    200  # search breadth; at least 3 k as well (ef >= k * refine_factor, docs/lance.md §1)
+)
 REBUILD_SHARE = 0.5  # retrain the partitions when new rows reach this share of the indexed
 BITMAP_COLUMNS = ("dataset_id", "species", "cell_type", "tissue", "assay", "disease", "sex")
 BTREE_COLUMNS = ("cell_id",)  # `similar` looks cells up by id
@@ -248,7 +250,7 @@ def cells_table(store):
 
 def _scalar_indexes(table) -> list[str]:
     """BITMAP indexes on the usual filter columns and a BTREE on cell_id, where missing.
-    They make prefilters (--where) and id look-ups faster (LANCEDB_NOTES: 1.3-2x)."""
+    They make prefilters (--where) and id look-ups faster (docs/lance.md §2)."""
     import pyarrow as pa
     from lancedb.index import Bitmap, BTree
 

@@ -108,11 +108,9 @@ def plot_match(
     """Draw `match_matrix` output as a heatmap PNG at `path` (parent folder must exist);
     returns the path. Uses the Agg canvas directly, never pyplot, so it needs no display
     and touches no global matplotlib state (safe inside the service)."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as e:
-        raise ImportError("plotting a match needs matplotlib: pip install matplotlib") from e
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # a dependency; loaded when used
+    from matplotlib.figure import Figure
+
     if matrix.shape[0] == 0 or matrix.shape[1] == 0:
         raise QueryError("the match matrix is empty: there is nothing to plot")
     values = matrix.to_numpy(dtype=np.float64)

@@ -152,10 +152,10 @@ def _indexed(table, q, k, where, columns, params: SearchParams, progress):
     than the (filtered) table holds, letting Lance probe further partitions
     (minimum_nprobes + maximum_nprobes(0)). That adaptive mode is 5-8x slower per query in
     a batch, so it is kept for the few that need it; a fixed nprobes alone starves under a
-    selective filter (notes), or when the probed partitions are small."""
+    selective filter (docs/lance.md §1), or when the probed partitions are small."""
     n = len(q)
     ids, sims, cols = _empty(n, k, columns)
-    select = [ID, *columns, "_distance"]  # never the vector itself (3.5 ms a query, notes)
+    select = [ID, *columns, "_distance"]  # never the vector itself (docs/lance.md §1)
 
     def search(rows: np.ndarray, adaptive: bool) -> None:
         blocks = [rows[s : s + QUERY_BATCH] for s in range(0, len(rows), QUERY_BATCH)]

@@ -1,4 +1,4 @@
-"""New species for UCE: gene tokens from an Ensembl proteome with ESM-2 (UCE_SPEC section 7).
+"""New species for UCE: gene tokens from an Ensembl proteome with ESM-2 (docs/uce.md §7).
 
 - `fasta.py`: an Ensembl pep.all FASTA -> proteins, genes and gene positions.
 - `esm.py`: protein and gene embeddings with fair-esm from local weights (resumable).

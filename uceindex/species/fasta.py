@@ -1,4 +1,4 @@
-"""An Ensembl `*.pep.all.fa` proteome -> proteins, genes and gene positions (UCE_SPEC section 7).
+"""An Ensembl `*.pep.all.fa` proteome -> proteins, genes and gene positions (docs/uce.md §7).
 
 A header is the protein id then space-separated `key:value` fields, for example
 

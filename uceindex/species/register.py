@@ -1,6 +1,6 @@
 """Add a species to a model directory, beside the official files, and list its species.
 
-`add_species` writes (UCE_SPEC section 7; names follow the official notebook):
+`add_species` writes (docs/uce.md §7; names follow the official notebook):
 
     <model_dir>/species/<name>/<name>.gene_symbol_to_embedding_ESM2.pt  gene symbol -> tensor[token_dim]
     <model_dir>/species/<name>/<name>_to_chrom_pos.csv                  gene_symbol, chromosome, start, species
