@@ -10,13 +10,13 @@ import pytest
 from uceindex.pipeline import ahead
 
 
-@pytest.mark.parametrize("workers", [0, 1, 3])
-def test_results_come_in_order_whatever_finishes_first(workers):
+@pytest.mark.parametrize("threads", [0, 1, 3])
+def test_results_come_in_order_whatever_finishes_first(threads):
     def slow_first(i):
         time.sleep(0.02 if i % 3 == 0 else 0)
         return i * i
 
-    assert list(ahead(slow_first, range(10), workers=workers, depth=4)) == [
+    assert list(ahead(slow_first, range(10), threads=threads, depth=4)) == [
         i * i for i in range(10)
     ]
 
@@ -29,9 +29,9 @@ def test_never_more_than_depth_ahead_of_the_consumer():
             started.append(i)
         return i
 
-    results = ahead(note, range(20), workers=2, depth=3)
+    results = ahead(note, range(20), threads=2, depth=3)
     for consumed, value in enumerate(results, start=1):
-        time.sleep(0.005)  # let the workers run as far as they are allowed
+        time.sleep(0.005)  # let the threads run as far as they are allowed
         with lock:
             assert len(started) <= consumed + 3
         assert value == consumed - 1
@@ -49,7 +49,7 @@ def test_an_error_is_raised_at_its_turn_and_later_items_do_not_run():
 
     got = []
     with pytest.raises(ValueError, match="bad chunk 5"):
-        for value in ahead(fail_at_5, range(100), workers=2, depth=2):
+        for value in ahead(fail_at_5, range(100), threads=2, depth=2):
             got.append(value)
     assert got == [0, 1, 2, 3, 4]
     assert max(ran) < 5 + 2 + 2  # only the items already queued ran
@@ -57,7 +57,7 @@ def test_an_error_is_raised_at_its_turn_and_later_items_do_not_run():
 
 
 def test_leaving_early_stops_the_workers():
-    gen = ahead(lambda i: i, range(1000), workers=2, depth=2)
+    gen = ahead(lambda i: i, range(1000), threads=2, depth=2)
     assert next(gen) == 0
     gen.close()
     assert not [t for t in threading.enumerate() if t.name.startswith("uceindex-ahead")]

@@ -16,7 +16,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from uceindex.errors import InputDataError
+from uceindex.errors import DeviceMemoryError, InputDataError
 from uceindex.io.counts import check_chunk, find_counts
 from uceindex.io.genes import (
     MIN_GENES,
@@ -27,12 +27,17 @@ from uceindex.io.genes import (
     top_unmatched,
 )
 from uceindex.model.load import UCEModel
+from uceindex.model.network import UCE
+from uceindex.pipeline import ahead, default_threads
 from uceindex.sentences import sample_sentences
 
 CHUNK_CELLS = 4096  # cells read and sampled at a time
-TOKENS_PER_BATCH = {"cpu": 16 * 1100, "cuda": 256 * 1100}  # device batch, in sentence tokens
+TOKENS_PER_BATCH = {"cpu": 16 * 1100, "cuda": 512 * 1100}  # device batch cap, in sentence tokens
+DEVICE_MEMORY_SHARE = 0.5  # of the free device memory a batch's activations may take
 PRECISIONS = ("auto", "float32", "bfloat16")
 REFERENCE_BATCH = 25  # the reference's default batch size (eval_single_anndata.py)
+PROJECT_BLOCK = 256  # token rows projected together: a row's projection never depends on history
+
 
 Progress = Callable[[int, int], None]  # (cells done, cells in all)
 
@@ -56,16 +61,54 @@ class EmbedReport:
         }
 
 
+@dataclass
+class Sentences:
+    """A chunk made ready for the model on a CPU thread: its cells' reject reasons, the rows
+    that passed, and their sentences cut into device batches (host tensors, pinned for a GPU)."""
+
+    n_cells: int
+    reasons: np.ndarray  # (n_cells,) object, None where the cell is embedded
+    ok: np.ndarray  # (n_ok,) rows of the chunk that are embedded
+    batches: list[tuple[np.ndarray, torch.Tensor, torch.Tensor]]  # (rows of ok, tokens, lengths)
+    token_rows: np.ndarray  # distinct token rows used (the projection cache fills these first)
+
+
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _network_on(network: UCE, device: torch.device) -> UCE:
+    """`network` itself when it already lives on `device`, else a copy there: the caller's
+    network is never moved (a network shared by a notebook stays where it was)."""
+    if all(t.device == device for t in network.state_dict().values()):
+        return network
+    with torch.device("meta"):
+        copy = UCE(network.config)
+    state = {k: v.to(device) for k, v in network.state_dict().items()}
+    copy.load_state_dict(state, strict=True, assign=True)
+    return copy.eval()
+
+
+def batch_tokens(config, dtype: torch.dtype, free_bytes: int | None, cap: int) -> int:
+    """Sentence tokens per device batch: the cap, or fewer when the activations of one layer
+    (about 12 model widths per token, plus one row of attention scores per head should the
+    backend materialise them) would pass DEVICE_MEMORY_SHARE of the free memory."""
+    if free_bytes is None:
+        return cap
+    per_token = (12 * config.d_model + config.nhead * config.max_len) * dtype.itemsize
+    return int(max(config.max_len, min(cap, DEVICE_MEMORY_SHARE * free_bytes // per_token)))
+
+
 class Embedder:
-    """A model on a device, ready to turn count chunks into embeddings."""
+    """A model on a device, ready to turn count chunks into embeddings.
+
+    `prepare` (counts -> sentences in device batches) is CPU work that releases the GIL and may
+    run on other threads, ahead of `embed_prepared` (the model); `embed_counts` does both.
+    The model's own network is never moved: a copy is made on another device."""
 
     def __init__(
         self,
-        model: UCEModel,
+        model: UCEModel | UCE,
         *,
         device: str | None = None,
         precision: str = "auto",
@@ -80,30 +123,37 @@ class Embedder:
             precision = "bfloat16" if self.device.type == "cuda" and mode == "fast" else "float32"
         self.dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
         self.mode = mode
-        self.tokens_per_batch = tokens_per_batch or TOKENS_PER_BATCH.get(
-            self.device.type, TOKENS_PER_BATCH["cpu"]
+        self.network = _network_on(model if isinstance(model, UCE) else model.network, self.device)
+        free = torch.cuda.mem_get_info(self.device)[0] if self.device.type == "cuda" else None
+        cap = TOKENS_PER_BATCH.get(self.device.type, TOKENS_PER_BATCH["cpu"])
+        self.tokens_per_batch = tokens_per_batch or batch_tokens(
+            self.network.config, self.dtype, free, cap
         )
-        self.network = model.network.to(self.device)
-        # Token rows after steps 1-2 of the forward pass, filled as rows are first used.
+        # Token rows after steps 1-2 of the forward pass, filled in fixed blocks as first used.
         self._projected: torch.Tensor | None = None
-        self._filled: torch.Tensor | None = None
+        self._filled: np.ndarray | None = None
 
     @property
     def precision(self) -> str:
         return "bfloat16" if self.dtype == torch.bfloat16 else "float32"
 
-    def _project(self, tokens: torch.Tensor) -> torch.Tensor:
+    def _project(self, rows: np.ndarray) -> torch.Tensor:
+        """The projection cache, with `rows` filled. Rows are projected in aligned blocks of
+        PROJECT_BLOCK, each block always whole, so a row's value is the same whichever rows
+        were cached before it (a resumed ingest gives the same bits as an uninterrupted one)."""
+        weight = self.network.pe_embedding.weight
         if self._projected is None:
-            n = self.network.pe_embedding.weight.shape[0]  # more than n_tokens with added species
-            d = self.network.config.d_model
+            n, d = weight.shape[0], self.network.config.d_model  # n > n_tokens with new species
             self._projected = torch.zeros(n, d, device=self.device, dtype=self.dtype)
-            self._filled = torch.zeros(n, dtype=torch.bool, device=self.device)
-        rows = torch.unique(tokens)
-        missing = rows[~self._filled[rows]]
-        if len(missing):
+            self._filled = np.zeros(-(-n // PROJECT_BLOCK), dtype=bool)
+        blocks = np.unique(rows // PROJECT_BLOCK)
+        for b in blocks[~self._filled[blocks]]:
+            block = torch.arange(
+                b * PROJECT_BLOCK, min((b + 1) * PROJECT_BLOCK, weight.shape[0]), device=self.device
+            )
             with self._autocast():
-                self._projected[missing] = self.network.embed_tokens(missing).to(self.dtype)
-            self._filled[missing] = True
+                self._projected[block] = self.network.embed_tokens(block).to(self.dtype)
+            self._filled[b] = True
         return self._projected
 
     def _autocast(self):
@@ -111,56 +161,104 @@ class Embedder:
             self.device.type, dtype=torch.bfloat16, enabled=self.dtype == torch.bfloat16
         )
 
-    @torch.inference_mode()
-    def embed_sentences(self, tokens: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        """Sentences (n, L) and lengths (n,) -> embeddings (n, output_dim) float32, unit norm.
+    def _batches(self, tokens: np.ndarray, lengths: np.ndarray):
+        """Device batches of sentences, as host tensors (pinned when the device is a GPU).
 
-        Fast mode buckets sentences by length so that a device batch carries little padding;
-        reference mode batches them in order, REFERENCE_BATCH at a time, as the reference
-        does (its float mask lets padding move an embedding)."""
+        Fast mode sorts sentences by length and fills each batch up to tokens_per_batch, so a
+        batch carries little padding; reference mode batches them in order, REFERENCE_BATCH at
+        a time, as the reference does (its float mask lets padding move an embedding)."""
         n = len(lengths)
-        out = np.empty((n, self.network.config.output_dim), dtype=np.float32)
         reference = self.mode == "reference"
         order = np.arange(n) if reference else np.argsort(lengths, kind="stable")
-        start = 0
+        pin = self.device.type == "cuda"
+        out, start = [], 0
         while start < n:
-            per_batch = (
-                REFERENCE_BATCH
-                if reference
-                else max(1, self.tokens_per_batch // int(lengths[order[start]]))
-            )
-            idx = order[start : start + per_batch]
+            stop = min(n, start + REFERENCE_BATCH) if reference else start + 1
+            if not reference:  # lengths ascend: the last sentence sets the batch width
+                while stop < n and (stop - start + 1) * int(lengths[order[stop]]) <= (
+                    self.tokens_per_batch
+                ):
+                    stop += 1
+            idx = order[start:stop]
             width = int(lengths[idx].max())
-            tok = torch.from_numpy(tokens[idx, :width]).to(self.device)
-            lens = torch.from_numpy(lengths[idx]).to(self.device)
-            projected = self._project(tok) if self.mode == "fast" else None
-            with self._autocast():
-                emb = self.network(tok, lens, mode=self.mode, projected=projected)
-            out[idx] = emb.float().cpu().numpy()
-            start += per_batch
+            tok = torch.from_numpy(np.ascontiguousarray(tokens[idx, :width]))
+            lens = torch.from_numpy(np.ascontiguousarray(lengths[idx]))
+            out.append((idx, tok.pin_memory() if pin else tok, lens.pin_memory() if pin else lens))
+            start = stop
         return out
+
+    def prepare(
+        self, counts: sp.csr_matrix, match: GeneMatch, *, seed: int = 0, min_genes: int = MIN_GENES
+    ) -> Sentences:
+        """Counts over the *input* genes -> the chunk's sentences in device batches (CPU only)."""
+        counts = sp.csr_matrix(counts @ match.combiner)  # vocabulary genes, genomic order
+        counts.eliminate_zeros()
+        counts.sort_indices()  # in place: the sampler would copy an unsorted chunk
+        reasons = qc_reasons(counts, min_genes)
+        ok = np.flatnonzero(reasons == None)  # noqa: E711 (object array)
+        batches, rows = [], np.zeros(0, dtype=np.int64)
+        if len(ok):
+            kept = counts if len(ok) == counts.shape[0] else counts[ok]  # no copy when all pass
+            tokens, lengths = sample_sentences(kept, match.genes, seed)
+            batches = self._batches(tokens, lengths)
+            rows = np.unique(tokens)
+        return Sentences(counts.shape[0], reasons, ok, batches, rows)
+
+    @torch.inference_mode()
+    def embed_prepared(self, sentences: Sentences) -> tuple[np.ndarray, np.ndarray]:
+        """The model over a prepared chunk -> (embeddings with NaN rows for rejects, reasons)."""
+        dim = self.network.config.output_dim
+        out = np.full((sentences.n_cells, dim), np.nan, dtype=np.float32)
+        if len(sentences.ok):
+            out[sentences.ok] = self._run(
+                sentences.batches, len(sentences.ok), sentences.token_rows
+            )
+        return out, sentences.reasons
+
+    def _run(self, batches, n: int, token_rows: np.ndarray) -> np.ndarray:
+        projected = self._project(token_rows) if self.mode == "fast" else None
+        results = []  # stays on the device until the chunk is done: no sync per batch
+        queue = list(batches)
+        while queue:
+            idx, tok, lens = queue.pop(0)
+            try:
+                tok_d = tok.to(self.device, non_blocking=True)
+                lens_d = lens.to(self.device, non_blocking=True)
+                with self._autocast():
+                    emb = self.network(tok_d, lens_d, mode=self.mode, projected=projected)
+                results.append((idx, emb.float()))
+            except torch.cuda.OutOfMemoryError:  # raised on any device type
+                queue[:0] = self._halve(idx, tok, lens)
+        out = np.empty((n, self.network.config.output_dim), dtype=np.float32)
+        for idx, emb in results:
+            out[idx] = emb.cpu().numpy()
+        return out
+
+    def _halve(self, idx, tok, lens):
+        """After an out-of-memory error: the batch in two halves, and smaller batches from now
+        on; one sentence that does not fit is an error the user can act on."""
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        if len(idx) == 1:
+            raise DeviceMemoryError(
+                f"{self.device} ran out of memory embedding a single cell ({int(lens[0])} tokens, "
+                f"{self.precision}): free the device (is another process using it?), use "
+                "--precision bfloat16, or --device cpu"
+            ) from None
+        half = len(idx) // 2
+        self.tokens_per_batch = max(1, self.tokens_per_batch // 2)
+        return [(idx[:half], tok[:half], lens[:half]), (idx[half:], tok[half:], lens[half:])]
+
+    def embed_sentences(self, tokens: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """Sentences (n, L) and lengths (n,) -> embeddings (n, output_dim) float32, unit norm."""
+        with torch.inference_mode():
+            return self._run(self._batches(tokens, lengths), len(lengths), np.unique(tokens))
 
     def embed_counts(
         self, counts: sp.csr_matrix, match: GeneMatch, *, seed: int = 0, min_genes: int = MIN_GENES
     ) -> tuple[np.ndarray, np.ndarray]:
         """Counts over the *input* genes -> (embeddings with NaN rows for rejects, reasons)."""
-        counts = sp.csr_matrix(counts @ match.combiner)  # vocabulary genes, genomic order
-        counts.eliminate_zeros()
-        counts.sort_indices()  # in place: the sampler would copy an unsorted chunk
-        reasons = qc_reasons(counts, min_genes)
-        out = np.full((counts.shape[0], self.network.config.output_dim), np.nan, dtype=np.float32)
-        ok = np.flatnonzero(reasons == None)  # noqa: E711 (object array)
-        if len(ok):
-            kept = counts if len(ok) == counts.shape[0] else counts[ok]  # no copy when all pass
-            tokens, lengths = sample_sentences(kept, match.genes, seed)
-            out[ok] = self.embed_sentences(tokens, lengths)
-        return out, reasons
-
-
-def _chunks(matrix, chunk_cells: int):
-    for start in range(0, matrix.shape[0], chunk_cells):
-        block = matrix[start : start + chunk_cells]
-        yield start, sp.csr_matrix(block, dtype=np.float64)
+        return self.embed_prepared(self.prepare(counts, match, seed=seed, min_genes=min_genes))
 
 
 def embed(
@@ -175,6 +273,7 @@ def embed(
     device: str | None = None,
     precision: str = "auto",
     mode: str = "fast",
+    threads: int | None = None,
     progress: Progress | None = None,
 ) -> np.ndarray:
     """Embed every cell of `adata` with UCE.
@@ -182,6 +281,8 @@ def embed(
     Returns (n_cells, output_dim) float32, unit rows, in obs order, and writes it to
     `adata.obsm["X_uce"]`. A cell that cannot be embedded gets a NaN row and its reason in
     `adata.obs["uce_reject_reason"]`; `adata.uns["uce"]` records the model, seed and counts.
+    `threads` threads (default `default_threads()`, 0 for none) read and sample the next
+    chunks while the model runs; the result does not depend on it.
     """
     model = model or UCEModel(model_dir)
     vocab = model.vocab(species)
@@ -198,9 +299,16 @@ def embed(
     reasons = np.full(n, None, dtype=object)
     if progress:
         progress(0, n)
-    for start, chunk in _chunks(source.matrix, CHUNK_CELLS):
+
+    def prepare(start: int) -> tuple[int, Sentences]:
+        chunk = sp.csr_matrix(source.matrix[start : start + CHUNK_CELLS], dtype=np.float64)
         check_chunk(chunk, source.name)
-        emb, why = embedder.embed_counts(chunk, match, seed=seed, min_genes=min_genes)
+        return start, embedder.prepare(chunk, match, seed=seed, min_genes=min_genes)
+
+    threads = default_threads() if threads is None else threads
+    chunks = ahead(prepare, range(0, n, CHUNK_CELLS), threads=threads, depth=threads + 1)
+    for start, sentences in chunks:
+        emb, why = embedder.embed_prepared(sentences)
         out[start : start + len(emb)] = emb
         reasons[start : start + len(emb)] = why
         if progress:

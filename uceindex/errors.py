@@ -33,3 +33,9 @@ class StoreError(UceIndexError):
 
 class QueryError(UceIndexError):
     """A search, annotation or SQL request is malformed or not allowed."""
+
+
+class DeviceMemoryError(UceIndexError):
+    """The GPU (or other device) ran out of memory even for the smallest batch."""
+
+    http_status = 503

@@ -16,9 +16,10 @@ import os
 import re
 import time
 from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -38,6 +39,7 @@ from uceindex.io.genes import (
 from uceindex.io.obs import ObsColumns, chunk_table, obs_columns
 from uceindex.io.stream import H5AD, file_hash
 from uceindex.model.files import TRAINING_SPECIES
+from uceindex.pipeline import ahead, default_threads
 from uceindex.store import schema as S
 from uceindex.store.store import Store, sql_string
 from uceindex.store.writer import DatasetWriter, settings_json
@@ -148,7 +150,13 @@ def _settings(obs: ObsColumns, **values) -> str:
 
 # -- the chunk loop shared by every source ------------------------------------------------------
 
-Chunk = tuple[np.ndarray, pd.DataFrame, np.ndarray, np.ndarray]  # names, obs, embeddings, reasons
+# A chunk read ahead of the writer: names, obs, and what `finish` turns into (embeddings, reasons).
+Chunk = tuple[np.ndarray, pd.DataFrame, Any]
+Finish = Callable[[Any], tuple[np.ndarray, np.ndarray]]
+
+
+def _as_is(rows):
+    return rows
 
 
 def _write_dataset(
@@ -158,11 +166,14 @@ def _write_dataset(
     chunks: Callable[[int, int], Chunk],
     chunk_cells: int,
     *,
+    finish: Finish = _as_is,
+    threads: int = 0,
     replace: bool,
     progress: Progress | None,
     result: DatasetResult,
 ) -> DatasetResult:
-    """Run the writer over chunk after chunk; roll back on a refused input."""
+    """Run the writer over chunk after chunk; roll back on a refused input. `threads` threads
+    read chunks ahead of the writer (`chunks`), `finish` (the model) runs in this thread."""
     started = time.perf_counter()
     n = int(record["n_cells"])
     writer = DatasetWriter(store, record, obs, replace=replace)
@@ -181,16 +192,20 @@ def _write_dataset(
         first = writer.start_chunk * chunk_cells
         if progress:
             progress(first, n, result.dataset_id)
-        for k, start in enumerate(range(0, n, chunk_cells)):
-            if k < writer.start_chunk:
-                continue
-            stop = min(start + chunk_cells, n)
-            names, frame, emb, reasons = chunks(start, stop)
-            arrays = chunk_table(frame, obs, writer.types)
-            writer.write(k, names, arrays, emb, reasons, record["species"])
-            result.cells_written += stop - start
-            if progress:
-                progress(stop, n, result.dataset_id)
+        ranges = [
+            (k, start, min(start + chunk_cells, n))
+            for k, start in enumerate(range(0, n, chunk_cells))
+            if k >= writer.start_chunk
+        ]
+        read = ahead(lambda r: chunks(r[1], r[2]), ranges, threads=threads, depth=threads + 1)
+        with closing(read):
+            for (k, start, stop), (names, frame, rows) in zip(ranges, read):
+                emb, reasons = finish(rows)
+                arrays = chunk_table(frame, obs, writer.types)
+                writer.write(k, names, arrays, emb, reasons, record["species"])
+                result.cells_written += stop - start
+                if progress:
+                    progress(stop, n, result.dataset_id)
         n_ok, n_rej = writer.counts()
         if n_ok == 0 and n:
             reasons = _reasons_of(store, writer.dataset_id)
@@ -274,7 +289,7 @@ def ingest_embeddings(
             emb, why = normalise(embeddings[start:stop], "embeddings")
             if given is not None:
                 why = np.where(pd.isna(given[start:stop]), why, given[start:stop])
-            return names[start:stop], obs.iloc[start:stop], emb, why
+            return names[start:stop], obs.iloc[start:stop], (emb, why)
 
         result = DatasetResult(dataset_id, None, "ingested", n_cells=len(obs))
         result.embedding_source = embedding_source
@@ -286,17 +301,18 @@ def ingest_embeddings(
 
 # -- files ---------------------------------------------------------------------------------------
 
-Rows = Callable[[int, int], tuple[np.ndarray, np.ndarray]]  # (start, stop) -> embeddings, reasons
+Rows = Callable[[int, int], Any]  # (start, stop) -> what `finish` makes (embeddings, reasons) of
 
 
 @dataclass
 class _Embeddings:
     """Where the embeddings of a file come from (the model, or an obsm matrix), checked."""
 
-    rows: Rows  # unit rows and reject reasons of a row range
+    rows: Rows  # a row range read (and, for the model, sampled): CPU work, run ahead
     settings: dict  # what a resume must match
     record: dict  # their `datasets` columns: genes, model, width, source, seed
     genes: dict | None = None  # the gene match summary, when the model embeds
+    finish: Finish = _as_is  # rows -> unit rows and reject reasons (the model, in one thread)
 
 
 @dataclass
@@ -308,6 +324,7 @@ class _Plan:
     chunks: Callable[[int, int], Chunk]
     chunk_cells: int
     genes: dict | None
+    finish: Finish = _as_is
 
 
 def _infer_species(h5: H5AD) -> str | None:
@@ -366,7 +383,7 @@ def _plan_uce(
         block = _read(lambda: source.matrix.rows(start, stop), f"rows {start}-{stop}", h5.path)
         counts = sp.csr_matrix(block, dtype=np.float64)
         check_chunk(counts, source.name)
-        return embedder.embed_counts(counts, match, seed=seed, min_genes=min_genes)
+        return embedder.prepare(counts, match, seed=seed, min_genes=min_genes)
 
     settings = {
         "chunk_cells": chunk_cells,
@@ -386,7 +403,7 @@ def _plan_uce(
         "embedding_source": "uce",
         "seed": int(seed),
     }
-    return _Embeddings(embed_rows, settings, record, match.summary())
+    return _Embeddings(embed_rows, settings, record, match.summary(), embedder.embed_prepared)
 
 
 def _plan_obsm(h5: H5AD, key: str, model, *, chunk_cells: int) -> _Embeddings:
@@ -499,8 +516,7 @@ def _plan_file(
     def chunks(start: int, stop: int) -> Chunk:
         names = _read(lambda: h5.obs_names(start, stop), "obs names", h5.path)
         frame = _read(lambda: h5.obs_chunk(start, stop), "obs", h5.path)
-        emb, reasons = source.rows(start, stop)
-        return names, frame, emb, reasons
+        return names, frame, source.rows(start, stop)
 
     record = {
         **source.record,
@@ -511,7 +527,7 @@ def _plan_file(
         "settings": _settings(cols, **source.settings),
         "uceindex_version": uceindex.__version__,
     }
-    return _Plan(record, cols, chunks, chunk_cells, source.genes)
+    return _Plan(record, cols, chunks, chunk_cells, source.genes, source.finish)
 
 
 def ingest(
@@ -532,6 +548,7 @@ def ingest(
     device: str | None = None,
     precision: str = "auto",
     mode: str = "fast",
+    threads: int | None = None,
     progress: Progress | None = None,
 ) -> IngestReport:
     """Ingest .h5ad files into a store (created if missing), one data set per file.
@@ -542,7 +559,8 @@ def ingest(
     file name without .h5ad unless `dataset_id` (one file only). A file already complete in
     the store is skipped (same bytes) unless `replace`; an interrupted ingest of the same
     file and settings resumes where it stopped. Files are done in order; the first refused
-    file raises (its rows are removed; earlier files stay)."""
+    file raises (its rows are removed; earlier files stay). `threads` threads (default
+    `pipeline.default_threads()`, 0 for none) read and sample chunks ahead of the model."""
     paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     if not paths:
         raise InputDataError("no files to ingest")
@@ -560,6 +578,8 @@ def ingest(
         from uceindex.embedding import Embedder
 
         embedder = Embedder(model, device=device, precision=precision, mode=mode)
+    if threads is None:  # pre-embedded rows: one thread reads the next chunk while this one writes
+        threads = default_threads() if embedding_key is None else 1
     report = IngestReport(store="", model=None)
     with ExitStack() as stack:
         opened: Store | None = None
@@ -594,6 +614,8 @@ def ingest(
                         plan.obs,
                         plan.chunks,
                         plan.chunk_cells,
+                        finish=plan.finish,
+                        threads=threads,
                         replace=replace,
                         progress=progress,
                         result=result,

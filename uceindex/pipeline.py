@@ -11,23 +11,31 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
+from uceindex import CORES
+
 T = TypeVar("T")
 R = TypeVar("R")
 
 
-def ahead(fn: Callable[[T], R], items: Iterable[T], *, workers: int, depth: int) -> Iterator[R]:
-    """`fn(item)` for each item, yielded in the items' order, computed by `workers` threads at
+def default_threads() -> int:
+    """Threads that read and sample ahead of the model: a core of their own where there is one
+    to spare, a few more on a large host feeding a GPU."""
+    return max(1, min(4, CORES // 2))
+
+
+def ahead(fn: Callable[[T], R], items: Iterable[T], *, threads: int, depth: int) -> Iterator[R]:
+    """`fn(item)` for each item, yielded in the items' order, computed by `threads` threads at
     most `depth` items ahead of the consumer (so memory holds at most depth + 1 results).
 
-    workers=0 computes each result when it is asked for, in the caller's thread. An exception
+    threads=0 computes each result when it is asked for, in the caller's thread. An exception
     in `fn` is raised at that item's turn; the items after it are not started, and those
     already running are waited for, so nothing runs on once the generator is left."""
-    if workers <= 0:
+    if threads <= 0:
         yield from map(fn, items)
         return
     depth = max(depth, 1)
     queued: deque[Future] = deque()
-    with ThreadPoolExecutor(workers, thread_name_prefix="uceindex-ahead") as pool:
+    with ThreadPoolExecutor(threads, thread_name_prefix="uceindex-ahead") as pool:
         try:
             for item in items:
                 queued.append(pool.submit(fn, item))
