@@ -21,6 +21,10 @@ from pathlib import Path
 
 import psutil
 
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `tests.reference_code`, and uceindex without an install
+    sys.path.insert(1, str(ROOT))
+
 
 def base_parser(doc: str | None) -> argparse.ArgumentParser:
     """--quick and --json, the two options every bench script takes."""

@@ -10,8 +10,14 @@
    reference's way (float32, float padding mask, decoder on every position, batches in
    order padded to the batch maximum). Also 1 - cosine between them, bf16 against float32
    on GPU, and the resampling noise between two seeds for scale.
-3. Memory: peak RSS of `uceindex.embed` on backed h5ad files of one and several chunks
+3. End to end: `uceindex.embed` on an AnnData (read, match, sample on threads ahead of the
+   model, embed) against the model alone on the same cells' sentences, sampled beforehand, at
+   the tiny and the official 4-layer widths. On CPU the model gets one torch thread fewer
+   than the machine has cores, so the sampler has a core of its own. Target: >= 0.9x.
+4. Memory: peak RSS of `uceindex.embed` on backed h5ad files of one and several chunks
    (1-layer tiny model: the data path is what is measured), each in a fresh process.
+
+`--gpu-only` (bench/gpu_check.sh) measures the CUDA device alone: sampler, model, end to end.
 
 Synthetic data: 20,000 genes on 25 chromosomes, 1,400-3,000 expressed per cell (mean
 ~2,200), negative-binomial counts (~60% of them 1). The token table is cut to the rows these genes use (20,029
@@ -45,12 +51,15 @@ from _common import (
     utc_now,
     write_json,
 )
-from uce.eval_data import sample_cell_sentences
 
+import uceindex
+from tests.reference_code import reference_module
 from uceindex.embedding import CHUNK_CELLS, Embedder
+from uceindex.io.genes import match_genes
 from uceindex.model.network import PUBLISHED, UCE
-from uceindex.model.tiny import tiny_config
+from uceindex.model.tiny import tiny_config, write_tiny_model
 from uceindex.model.vocab import CHROM_RIGHT, CLS, PAD
+from uceindex.pipeline import default_threads
 from uceindex.sentences import GeneOrder, sample_sentences
 
 # -- settings (full, quick) -----------------------------------------------------------------
@@ -92,6 +101,16 @@ MATMUL_N = {"cpu": 2048, "cuda": 8192}  # square matmul measured as the device's
 BF16_PEAK_TFLOPS = {"H100 PCIe": 756, "H100": 989, "H200": 989, "A100": 312, "L4": 121}
 MEMORY_CELLS = {"full": (CHUNK_CELLS, 4 * CHUNK_CELLS), "quick": (CHUNK_CELLS, 2 * CHUNK_CELLS)}
 NO_GPU = "not measured: no GPU on this machine"
+E2E_CELLS = {  # (device, shape) -> cells (full, quick)
+    ("cpu", "tiny"): (2048, 512),
+    ("cpu", "4layer"): (8, 3),
+    ("cuda", "tiny"): (40_000, 8192),
+    ("cuda", "4layer"): (16_384, 4096),
+}
+E2E_SIZES = {  # write_tiny_model sizes for the end-to-end model directories
+    "tiny": {},
+    "4layer": dict(token_dim=5120, d_model=1280, nhead=20, d_hid=5120, nlayers=4, output_dim=1280),
+}
 
 
 # -- data -----------------------------------------------------------------------------------
@@ -145,6 +164,7 @@ def reference_sampler(dense, chrom, starts):
     starts = {"d": starts}
 
     def run():
+        sample_cell_sentences = reference_module("eval_data").sample_cell_sentences
         for row in dense:
             counts = torch.tensor(row).unsqueeze(0)
             weights = torch.log1p(counts)
@@ -229,6 +249,43 @@ def measure_model(device, shape, n, sentences):
     return row
 
 
+def measure_e2e(device, shape, n, rng, expressed, workdir) -> dict:
+    """uceindex.embed end to end against the model alone on the same cells' sentences."""
+    import anndata as ad
+
+    symbols = [f"GENE{i}" for i in range(N_GENES)]
+    root = Path(workdir) / f"e2e-{shape}"
+    model = uceindex.UCEModel(write_tiny_model(root, {"human": symbols}, **E2E_SIZES[shape]))
+    counts = make_counts(rng, n, expressed)
+    adata = ad.AnnData(X=counts.astype(np.float32), var=pd.DataFrame(index=symbols))
+    match = match_genes(adata.var, model.vocab("human"))
+    cut = Embedder(model, device=device)  # sentences and batches are the same for any embedder
+    prepared = [cut.prepare(counts[s : s + CHUNK_CELLS], match) for s in range(0, n, CHUNK_CELLS)]
+    uceindex.embed(adata[:64].copy(), "human", model=model, device=device)  # warm-up: kernels
+    with timer() as t_model:  # a fresh embedder, as embed() makes: its projection cache included
+        embedder = Embedder(model, device=device)
+        for chunk in prepared:
+            embedder.embed_prepared(chunk)
+        if device == "cuda":
+            torch.cuda.synchronize()
+    with timer() as t_e2e:
+        uceindex.embed(adata, "human", model=model, device=device)
+    with timer() as t_serial:
+        uceindex.embed(adata, "human", model=model, device=device, threads=0)
+    del embedder, cut, prepared, model
+    return {
+        "device": device,
+        "shape": shape,
+        "cells": n,
+        "torch_threads": torch.get_num_threads(),
+        "sampler_threads": default_threads(),
+        "model_only_cells_s": n / t_model.seconds,
+        "e2e_cells_s": n / t_e2e.seconds,
+        "e2e_no_threads_cells_s": n / t_serial.seconds,
+        "e2e_vs_model": t_model.seconds / t_e2e.seconds,
+    }
+
+
 def memory_child(model_dir, h5ad) -> dict:
     """In a fresh process: embed a backed h5ad, report RSS before and the peak during it."""
     import anndata as ad
@@ -281,6 +338,7 @@ def main():
     parser = base_parser(__doc__)
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--threads", type=int, help="torch threads for the model (default: all)")
+    parser.add_argument("--gpu-only", action="store_true", help="CUDA only: no CPU, no memory")
     opts = parser.parse_args()
     if opts.threads:
         torch.set_num_threads(opts.threads)
@@ -289,6 +347,10 @@ def main():
     if opts.device == "cuda" and not has_gpu:
         parser.error("no CUDA device here: use --device cpu")
     devices = {"auto": ["cpu"] + ["cuda"] * has_gpu, "cpu": ["cpu"], "cuda": ["cuda"]}[opts.device]
+    if opts.gpu_only:
+        if not has_gpu:
+            parser.error("--gpu-only needs a CUDA device")
+        devices = ["cuda"]
     threads = torch.get_num_threads()
     result = {"benchmark": "embed", "command": command_line(), "date": utc_now()}
     result["machine"], result["quick"] = machine(), opts.quick
@@ -340,11 +402,25 @@ def main():
             row["e2e_ref_cells_s"] = 1 / (1 / row["ref_cells_s"] + 1 / sampler["reference_cells_s"])
             result["model"].append(row)
 
-    # 3. Memory: backed h5ad through uceindex.embed, a fresh process per size.
-    print("memory ...", flush=True)
+    # 3. End to end against the model alone; on CPU the sampler gets a core of its own.
+    result["e2e"] = []
     with tempfile.TemporaryDirectory() as workdir:
-        sizes = MEMORY_CELLS["quick" if opts.quick else "full"]
-        result["memory"] = measure_memory(rng, sizes, expressed, workdir)
+        for device in devices:
+            if device == "cpu":
+                torch.set_num_threads(max(1, threads - 1))
+            for shape in E2E_SIZES:
+                n = E2E_CELLS[device, shape][pick]
+                print(f"end to end: {device} {shape}, {n} cells ...", flush=True)
+                result["e2e"].append(measure_e2e(device, shape, n, rng, expressed, workdir))
+            torch.set_num_threads(threads)
+
+    # 4. Memory: backed h5ad through uceindex.embed, a fresh process per size.
+    result["memory"] = []
+    if not opts.gpu_only:
+        print("memory ...", flush=True)
+        with tempfile.TemporaryDirectory() as workdir:
+            sizes = MEMORY_CELLS["quick" if opts.quick else "full"]
+            result["memory"] = measure_memory(rng, sizes, expressed, workdir)
 
     result["machine"]["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
     result["settings"] = {
@@ -409,6 +485,15 @@ def report(result, has_gpu):
         ["device", "shape", "cells", "fast vs reference", "bf16 vs f32 (min cos)",
          "seed 0 vs 1 (mean)"],
         agree,
+    )  # fmt: skip
+    print_table(
+        "End to end: uceindex.embed against the model alone on the same sentences",
+        ["device", "shape", "cells", "torch threads", "model only cells/s", "e2e cells/s",
+         "e2e / model", "e2e without threads", "target"],
+        [[e["device"], e["shape"], e["cells"], e["torch_threads"],
+          f"{e['model_only_cells_s']:,.1f}", f"{e['e2e_cells_s']:,.1f}",
+          f"{e['e2e_vs_model']:.2f}x", f"{e['e2e_no_threads_cells_s']:,.1f}", ">= 0.9x"]
+         for e in result["e2e"]],
     )  # fmt: skip
     print_table(
         "Memory: uceindex.embed on a backed h5ad (tiny 1-layer model), fresh process per size",
