@@ -152,3 +152,38 @@ def test_extra_species_from_the_new_species_csv(tmp_path, tiny_model_dir, tiny_m
     assert set(vocab.chrom_rows.tolist()) == {n + 30, n + 31, n + 32}
     # The official species are untouched.
     assert torch.equal(table[:n], tiny_model.network.pe_embedding.weight)
+
+
+class _Payload:
+    """What a crafted species_offsets.pkl would carry: unpickling it runs a function."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))  # creates the marker file when unpickled
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        ("payload", "names io.open"),
+        ({"human": 4, "mouse": np.int64(9)}, "names numpy"),
+        ({"human": "4"}, "must map species names to row numbers"),
+        (["human", 4], "must map species names to row numbers"),
+    ],
+    ids=["code", "numpy-int", "string-row", "not-a-dict"],
+)
+def test_species_offsets_run_nothing_and_hold_only_names_and_rows(
+    tmp_path, tiny_model_dir, content, match
+):
+    d = _copy(tiny_model_dir, tmp_path)
+    marker = tmp_path / "ran"
+    content = {"human": _Payload(marker)} if content == "payload" else content
+    (d / "species_offsets.pkl").write_bytes(pickle.dumps(content))
+    with pytest.raises(ModelFilesError, match=match) as err:
+        UCEModel(d)
+    assert "\n" not in str(err.value)
+    assert not marker.exists()  # the crafted pickle did not run
+    with open(tiny_model_dir / "species_offsets.pkl", "rb") as f:  # the plain pickle of the
+        assert isinstance(pickle.load(f), dict)  # tiny model (as the official file) still loads

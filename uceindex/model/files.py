@@ -7,6 +7,7 @@ directory unpacked from the official Figshare release (article 24320806) works a
 from __future__ import annotations
 
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,3 +122,30 @@ class ModelFiles:
     @property
     def model_name(self) -> str:
         return next(k for k, (name, _) in CHECKPOINTS.items() if name == self.checkpoint.name)
+
+
+class _OffsetsUnpickler(pickle.Unpickler):
+    """`species_offsets.pkl` is a dict of str -> int, which pickle writes with opcodes alone;
+    any class or function it names (what a crafted pickle uses to run code) is refused."""
+
+    def find_class(self, module: str, name: str):
+        raise pickle.UnpicklingError(f"it names {module}.{name}")
+
+
+def read_offsets(path: str | os.PathLike) -> dict[str, int]:
+    """The species -> first token row table, read without running anything the file holds."""
+    try:
+        with open(path, "rb") as f:
+            offsets = _OffsetsUnpickler(f).load()
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError) as exc:
+        raise ModelFilesError(
+            f"{Path(path).name} is not a plain species -> row table ({exc}): download it again"
+        ) from None
+    ok = isinstance(offsets, dict) and all(
+        isinstance(k, str) and type(v) is int for k, v in offsets.items()
+    )
+    if not ok:
+        raise ModelFilesError(
+            f"{Path(path).name} must map species names to row numbers: download it again"
+        )
+    return offsets

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from uceindex.model.files import (
     TRAINING_SPECIES,
     ModelFiles,
     protein_embedding_file,
+    read_offsets,
 )
 from uceindex.model.network import UCE, UCEConfig, published_sizes
 from uceindex.model.vocab import SpeciesVocab
@@ -109,8 +109,7 @@ class UCEModel:
                 f"chromosomes but the checkpoint has {n_chrom} chromosome tokens: "
                 "the checkpoint does not match the token table"
             )
-        with open(self.files.offsets, "rb") as f:
-            self._offsets = pickle.load(f)
+        self._offsets = read_offsets(self.files.offsets)
         self._extra = self._register_extra_species()
         self._vocabs: dict[str, SpeciesVocab] = {}
 

@@ -21,7 +21,6 @@ import hashlib
 import io
 import json
 import os
-import pickle
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from uceindex.model.files import (
     TRAINING_SPECIES,
     ModelFiles,
     protein_embedding_file,
+    read_offsets,
 )
 from uceindex.model.load import load_tensors
 from uceindex.species.esm import (
@@ -108,9 +108,7 @@ def checkpoint_token_dim(files: ModelFiles) -> int:
 
 def _official(files: ModelFiles) -> list[str]:
     """Training species this directory serves, as the loader sees them."""
-    with open(files.offsets, "rb") as f:
-        offsets = pickle.load(f)
-    return [s for s in TRAINING_SPECIES if s in offsets]
+    return [s for s in TRAINING_SPECIES if s in read_offsets(files.offsets)]
 
 
 def _listing(root: Path) -> pd.DataFrame:
