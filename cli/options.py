@@ -40,8 +40,40 @@ ModeOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
+def _check_pairs(values: list[str] | None) -> list[str] | None:
+    """A malformed --storage-option is a usage error, reported before anything runs."""
+    from uceindex.errors import StoreError
+    from uceindex.store.options import parse_pairs
+
+    try:
+        parse_pairs(values)
+    except StoreError as exc:
+        raise typer.BadParameter(str(exc).removeprefix("--storage-option ")) from None
+    return values
+
+
+StorageOpt = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--storage-option",
+        metavar="KEY=VALUE",
+        callback=_check_pairs,
+        help="Option of a store on object storage, repeatable: region=, endpoint=, "
+        "access_key_id=, secret_access_key=, allow_http=... (over $UCEINDEX_STORAGE_OPTIONS "
+        "and AWS_*; see docs/store.md).",
+    ),
+]
+
+
 def store_uri(store: str | None) -> str:
     """--store, else the default store."""
     from uceindex.store.store import default_store_uri
 
     return store or default_store_uri()
+
+
+def storage_options(values: list[str] | None) -> dict[str, str]:
+    """--storage-option KEY=VALUE items as the dict the library takes."""
+    from uceindex.store.options import parse_pairs
+
+    return parse_pairs(values)

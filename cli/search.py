@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from cli.options import StoreOpt, store_uri
+from cli.options import StorageOpt, StoreOpt, storage_options, store_uri
 from cli.render import console, handle_errors, print_json, progress_bar
 
 INDEX_EPILOG = "Example: uceindex index --store ./atlas --stats"
@@ -55,6 +55,7 @@ Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 @handle_errors
 def index(
     store: StoreOpt = None,
+    storage_option: StorageOpt = None,
     kind: Annotated[
         str, typer.Option(help="auto (by table size), flat (no index), ivf_flat or ivf_hnsw_sq.")
     ] = "auto",
@@ -76,7 +77,7 @@ def index(
     from uceindex.search import index_stats, refresh_index
     from uceindex.store import Store
 
-    with Store.open(store_uri(store)) as opened:
+    with Store.open(store_uri(store), storage_options=storage_options(storage_option)) as opened:
         report = refresh_index(opened, kind, rebuild=rebuild, partition_size=partition_size)
         data = report.as_dict()
         if stats:
@@ -113,6 +114,7 @@ def index(
 def annotate(
     input: Annotated[Path, typer.Argument(help="The .h5ad of the cells to annotate.")],
     store: StoreOpt = None,
+    storage_option: StorageOpt = None,
     species: Annotated[
         Optional[str], typer.Option(help="Species of the query cells (needed to embed them).")
     ] = None,
@@ -159,6 +161,7 @@ def annotate(
             exact=exact,
             device=device,
             progress=update,
+            storage_options=storage_options(storage_option),
         )
     if out is not None:
         write_output(frame, out, adata=adata, label=label)
@@ -194,6 +197,7 @@ def annotate(
 def similar(
     cell_id: Annotated[str, typer.Option("--cell-id", help="DATASET/OBS_NAME of a stored cell.")],
     store: StoreOpt = None,
+    storage_option: StorageOpt = None,
     k: K = 20,
     where: Where = None,
     nprobes: Nprobes = None,
@@ -203,7 +207,15 @@ def similar(
     """List the stored cells most similar to one stored cell."""
     from uceindex.search import similar as find_similar
 
-    frame = find_similar(store_uri(store), cell_id, k, where=where, nprobes=nprobes, exact=exact)
+    frame = find_similar(
+        store_uri(store),
+        cell_id,
+        k,
+        where=where,
+        nprobes=nprobes,
+        exact=exact,
+        storage_options=storage_options(storage_option),
+    )
     if json:
         print_json(
             {"cell_id": cell_id, "k": k, "where": where, "neighbours": frame.to_dict("records")}
@@ -225,6 +237,7 @@ def match(
         str, typer.Option(help="Species of the stored reference cells, e.g. human.")
     ],
     store: StoreOpt = None,
+    storage_option: StorageOpt = None,
     label: Label = "cell_type",
     query_label: Annotated[
         Optional[str], typer.Option(help="The query's own label column (default: --label).")
@@ -267,6 +280,7 @@ def match(
             exact=exact,
             device=device,
             progress=update,
+            storage_options=storage_options(storage_option),
         )
     if out is not None:
         result.table.to_csv(out, index=False)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from cli.options import ModelDirOpt, StoreOpt, store_uri
+from cli.options import ModelDirOpt, StorageOpt, StoreOpt, storage_options, store_uri
 from cli.render import err_console, handle_errors
 from uceindex.errors import UceIndexError
 from uceindex.service.limits import Limits
@@ -33,6 +33,7 @@ class InsecureBind(UceIndexError):
 @handle_errors
 def serve(
     store: StoreOpt = None,
+    storage_option: StorageOpt = None,
     host: Annotated[
         str, typer.Option(help="Address to bind; anything but loopback needs $UCEINDEX_TOKEN.")
     ] = "127.0.0.1",
@@ -73,7 +74,13 @@ def serve(
         max_rows=max_rows,
         sql_timeout_s=sql_timeout,
     )
-    app = create_app(uri, token=token, model_dir=model_dir, limits=limits)
+    app = create_app(
+        uri,
+        token=token,
+        model_dir=model_dir,
+        limits=limits,
+        storage_options=storage_options(storage_option),
+    )
     err_console.print(
         f"serving {uri} on http://{host}:{port} (docs at /docs){' with a token' if token else ''}"
     )

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from cli.options import StorageOpt, storage_options
 from cli.render import console, err_console, handle_errors
 from uceindex.errors import QueryError, UceIndexError
 
@@ -49,6 +50,7 @@ def sql(
         Optional[str],
         typer.Option(help="Store directory or LanceDB URI (default $UCEINDEX_STORE)."),
     ] = None,
+    storage_option: StorageOpt = None,
     format: Annotated[
         Optional[str],
         typer.Option(
@@ -79,7 +81,9 @@ def sql(
         raise QueryError(f"--out {out} needs --format csv, json or parquet")
     if fmt == "parquet" and out is None:
         raise QueryError("parquet is binary: give --out FILE.parquet")
-    with SqlSession(store, timeout_s=timeout) as session:
+    with SqlSession(
+        store, timeout_s=timeout, storage_options=storage_options(storage_option)
+    ) as session:
         if statement is None and sys.stdin.isatty():
             shell(session)
             return

@@ -16,7 +16,9 @@ from cli.options import (
     ModelDirOpt,
     PrecisionOpt,
     SeedOpt,
+    StorageOpt,
     StoreOpt,
+    storage_options,
     store_uri,
 )
 from cli.render import console, err_console, handle_errors, print_json, progress_bar
@@ -40,6 +42,7 @@ def ingest(
         typer.Option(help="Species of the cells, e.g. human, mouse (default: from the file)."),
     ] = None,
     store: StoreOpt = None,
+    storage_option: StorageOpt = None,
     model_dir: ModelDirOpt = None,
     embedding_key: Annotated[
         Optional[str],
@@ -87,6 +90,7 @@ def ingest(
             device=device,
             precision=precision,
             progress=update,
+            storage_options=storage_options(storage_option),
         )
     data = report.as_dict()
     if json:
@@ -129,12 +133,13 @@ def ingest(
 @handle_errors
 def datasets(
     store: StoreOpt = None,
+    storage_option: StorageOpt = None,
     json: JsonOpt = False,
 ) -> None:
     """List the data sets in a store, with the model it is bound to."""
     from uceindex import list_datasets
 
-    data = list_datasets(store_uri(store))
+    data = list_datasets(store_uri(store), storage_options(storage_option))
     if json:
         print_json(data)
         return
@@ -163,12 +168,13 @@ def export(
     output: Annotated[Path, typer.Argument(help="Where to write the .h5ad.")],
     dataset: Annotated[str, typer.Option("--dataset", help="The data set id to export.")],
     store: StoreOpt = None,
+    storage_option: StorageOpt = None,
     json: JsonOpt = False,
 ) -> None:
     """Write one data set of a store as .h5ad: its obs columns and obsm['X_uce']."""
     from uceindex import export as run_export
 
-    summary = run_export(store_uri(store), dataset, output)
+    summary = run_export(store_uri(store), dataset, output, storage_options(storage_option))
     if json:
         print_json(summary)
         return

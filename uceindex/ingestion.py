@@ -246,6 +246,7 @@ def ingest_embeddings(
     reasons: np.ndarray | None = None,
     embedding_source: str = "python",
     chunk_cells: int = CHUNK_CELLS_OBSM,
+    storage_options: dict | None = None,
 ) -> dict:
     """Write precomputed embeddings as one data set, no file needed.
 
@@ -253,8 +254,9 @@ def ingest_embeddings(
     embeddings: (n_cells, D); rows are L2-normalised here, rows with NaN/inf or zero norm go
     to `rejects` (as do rows whose `reasons` entry is not None). The store is bound to
     (model_name, model_fingerprint, D) by its first data set. Same content again is a no-op
-    unless replace=True. Returns DatasetResult.as_dict()."""
-    with Store.using(store, create=True) as store:
+    unless replace=True. storage_options: as `Store.open` takes them. Returns
+    DatasetResult.as_dict()."""
+    with Store.using(store, create=True, storage_options=storage_options) as store:
         check_dataset_id(dataset_id)
         embeddings = np.asarray(embeddings)
         if embeddings.ndim != 2 or embeddings.shape[0] != len(obs):
@@ -550,6 +552,7 @@ def ingest(
     mode: str = "fast",
     threads: int | None = None,
     progress: Progress | None = None,
+    storage_options: dict | None = None,
 ) -> IngestReport:
     """Ingest .h5ad files into a store (created if missing), one data set per file.
 
@@ -560,7 +563,8 @@ def ingest(
     the store is skipped (same bytes) unless `replace`; an interrupted ingest of the same
     file and settings resumes where it stopped. Files are done in order; the first refused
     file raises (its rows are removed; earlier files stay). `threads` threads (default
-    `pipeline.default_threads()`, 0 for none) read and sample chunks ahead of the model."""
+    `pipeline.default_threads()`, 0 for none) read and sample chunks ahead of the model.
+    storage_options: for a store on object storage, as `Store.open` takes them."""
     paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     if not paths:
         raise InputDataError("no files to ingest")
@@ -601,7 +605,9 @@ def ingest(
                         chunk_cells=chunk_cells,
                     )
                     if opened is None:  # created only once a file is known to be usable
-                        opened = stack.enter_context(Store.using(store, create=True))
+                        opened = stack.enter_context(
+                            Store.using(store, create=True, storage_options=storage_options)
+                        )
                     if progress:
                         progress(0, h5.n_obs, f"{ds_id}: hashing")
                     plan.record["content_hash"] = file_hash(path)

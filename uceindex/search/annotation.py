@@ -41,12 +41,14 @@ def annotate(
     nprobes: int | None = None,
     device: str | None = None,
     progress: Progress | None = None,
+    storage_options: dict | None = None,
 ) -> pd.DataFrame:
     """Predict `label` for each query cell from its k most similar labelled stored cells.
 
-    store: a Store or a URI. query: AnnData (embedded with the store's model unless
-    embedding_key names an obsm entry) or an (n, D) array. where: SQL over `cells` columns
-    narrowing the reference (e.g. "tissue = 'lung'"); cells without a label never vote.
+    store: a Store or a URI (storage_options as `Store.open` takes them). query: AnnData
+    (embedded with the store's model unless embedding_key names an obsm entry) or an (n, D)
+    array. where: SQL over `cells` columns narrowing the reference (e.g. "tissue = 'lung'");
+    cells without a label never vote.
     exact / nprobes: force exact search or the partitions an IVF search probes.
 
     Returns one row per query cell (index: obs names): predicted, confidence (its
@@ -55,7 +57,7 @@ def annotate(
     ';'-joined cell ids. Cells that could not be embedded get no prediction (novel NA).
     frame.attrs has label, k, where, novelty_threshold and the search settings.
     """
-    with Store.using(store) as st:
+    with Store.using(store, storage_options=storage_options) as st:
         cells = cells_table(st)
         check_label(st, label)
         if k < 1:

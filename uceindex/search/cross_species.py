@@ -68,19 +68,20 @@ def match(
     nprobes: int | None = None,
     device: str | None = None,
     progress: Progress | None = None,
+    storage_options: dict | None = None,
 ) -> MatchResult:
     """Match query cells of `species` (an AnnData) against the stored cells of species
     `against`: each query cell gets the best `label` of its k most similar reference cells
     (`annotate` with where "species = against"), then `matching.match_table` /
     `match_matrix` tabulate the query's own labels (obs[query_label], default `label`)
-    against them. store: a Store or a URI."""
+    against them. store: a Store or a URI (storage_options as `Store.open` takes them)."""
     query_label = query_label or label
     if query_label not in query.obs:
         raise QueryError(
             f"the query has no obs column {query_label!r} to match (--query-label); "
             f"it has: {', '.join(map(str, query.obs.columns)) or 'none'}"
         )
-    with Store.using(store) as st:
+    with Store.using(store, storage_options=storage_options) as st:
         cells = cells_table(st)
         if not count_cells(cells, f"species = {sql_string(against)}"):
             have = ", ".join(store_species(st)) or "none"

@@ -274,17 +274,18 @@ def refresh_index(
     *,
     rebuild: bool = False,
     partition_size: int | None = None,
+    storage_options: dict | None = None,
 ) -> IndexReport:
     """Bring the vector index of the store's `cells` up to date; returns what was done.
 
-    store: a Store or a URI. No index yet: build the planned one (nothing for a table below
-    FLAT_MAX_ROWS). An index with new rows: fold them in with Lance's `optimize()` (which
+    store: a Store or a URI (storage_options as `Store.open` takes them). No index yet: build
+    the planned one (nothing for a table below FLAT_MAX_ROWS). An index with new rows: fold them in with Lance's `optimize()` (which
     also compacts small fragments), or retrain it when they reach REBUILD_SHARE of the
     indexed rows, when rebuild=True, or when another kind is asked for. kind="flat" drops
     the index. Scalar indexes on filter columns are added where missing. Safe to run again:
     with nothing new it does nothing. The store is refreshed to the new version."""
     started = time.perf_counter()
-    with Store.using(store) as st:
+    with Store.using(store, storage_options=storage_options) as st:
         table = cells_table(st)
         state = describe_index(table)
         plan_index(state.n_rows, kind, partition_size)  # checks the arguments

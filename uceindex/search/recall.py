@@ -41,15 +41,21 @@ class RecallReport:
 
 
 def index_stats(
-    store: Store | str | None, *, k: int = 50, sample: int = 200, seed: int = 0, **overrides
+    store: Store | str | None,
+    *,
+    k: int = 50,
+    sample: int = 200,
+    seed: int = 0,
+    storage_options: dict | None = None,
+    **overrides,
 ) -> RecallReport:
     """Measure recall@k: `sample` stored cells (seeded) are searched through the index as
     queries run (`search_params`, with `overrides` such as nprobes=) and exactly, for k + 1
     neighbours of which the cell itself is dropped (it would be a free hit); recall of a
     cell = share of its exact k neighbours that the index search returned. Both searches
     are batched; the timings are per query inside the batch. With no index, recall is 1.
-    store: a Store or a URI."""
-    with Store.using(store) as st:
+    store: a Store or a URI (storage_options as `Store.open` takes them)."""
+    with Store.using(store, storage_options=storage_options) as st:
         table = cells_table(st)
         state = describe_index(table)
         if k >= state.n_rows:

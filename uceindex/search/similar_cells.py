@@ -23,11 +23,13 @@ def similar(
     columns: list[str] | None = None,
     exact: bool = False,
     nprobes: int | None = None,
+    storage_options: dict | None = None,
 ) -> pd.DataFrame:
     """The k stored cells most similar to the stored cell `cell_id` (itself left out), best
     first: rank, cell_id, similarity and `columns` (default: those of SIMILAR_COLUMNS the
-    store has). store: a Store or a URI. where narrows the cells searched."""
-    with Store.using(store) as st:
+    store has). store: a Store or a URI (storage_options as `Store.open` takes them). where
+    narrows the cells searched."""
+    with Store.using(store, storage_options=storage_options) as st:
         cells = cells_table(st)
         if k < 1:
             raise QueryError(f"k must be at least 1, got {k}")

@@ -20,10 +20,16 @@ from uceindex.service.limits import Limits
 
 
 def create_app(
-    store_uri: str, *, token: str | None = None, model_dir=None, limits: Limits = Limits()
+    store_uri: str,
+    *,
+    token: str | None = None,
+    model_dir=None,
+    limits: Limits = Limits(),
+    storage_options: dict | None = None,
 ) -> FastAPI:
-    """The app for one store. `token` None means no authentication (loopback use)."""
-    view = StoreView(store_uri)
+    """The app for one store (`storage_options` as `Store.open` takes them). `token` None
+    means no authentication (loopback use)."""
+    view = StoreView(store_uri, storage_options)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

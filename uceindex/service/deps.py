@@ -26,9 +26,10 @@ class StoreView:
     """The service's store, moved to the latest snapshot at most every REFRESH_SECONDS, so
     answers include what a running ingest has committed."""
 
-    def __init__(self, uri: str):
+    def __init__(self, uri: str, storage_options: dict | None = None):
         self.uri = uri
-        self._store = Store.open(uri)
+        self._store = Store.open(uri, storage_options=storage_options)
+        self.storage_options = self._store.storage_options
         self._lock = threading.Lock()
         self._refreshed = time.monotonic()
 

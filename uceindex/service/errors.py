@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from uceindex.errors import QueryError, StoreError, UceIndexError
+from uceindex.store.options import redact
 
 
 class ServiceError(UceIndexError):
@@ -58,7 +59,8 @@ def add_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(UceIndexError)
     async def _uceindex_error(request: Request, exc: UceIndexError):
-        return error_response(status_of(exc), type(exc).__name__, str(exc))
+        options = request.app.state.view.storage_options  # their secrets never go out
+        return error_response(status_of(exc), type(exc).__name__, redact(str(exc), options))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):

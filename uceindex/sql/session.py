@@ -105,7 +105,8 @@ class SqlSession:
     """A read-only DuckDB session over one store. Statements run one at a time (threads
     wait for each other); `interrupt()` may be called from any thread.
 
-    store: a `Store`, or its URI (opened here and closed with the session).
+    store: a `Store`, or its URI (opened here, with `storage_options` as `Store.open` takes
+    them, and closed with the session; the Lance datasets are read with the same options).
     timeout_s: a statement running longer is interrupted (QueryError); None: no limit.
     max_rows: results stop there (`truncated=True`); None: no limit.
     Use `with SqlSession(...) as sql:` or call `close()` (idempotent)."""
@@ -118,6 +119,7 @@ class SqlSession:
         max_rows: int | None = None,
         memory_limit: str = sandbox.MEMORY_LIMIT,
         threads: int | None = None,
+        storage_options: dict | None = None,
     ):
         self.timeout_s = timeout_s
         self.max_rows = max_rows
@@ -126,7 +128,7 @@ class SqlSession:
         self._closed = False
         self._stop = sandbox.Stop()  # why the running statement was interrupted, if it was
         with ExitStack() as stack:
-            self._store = stack.enter_context(Store.using(store))
+            self._store = stack.enter_context(Store.using(store, storage_options=storage_options))
             self._con = sandbox.connect(memory_limit, threads)
             stack.callback(self._con.close)
             self._tables = []

@@ -3,7 +3,7 @@
 Public API (docs/store.md has the full contract):
 
     from uceindex.store import Store
-    with Store.open("./atlas") as store:           # Store.open(uri, create=False)
+    with Store.open("./atlas") as store:           # Store.open(uri, create=False, storage_options=None)
         store.uri, store.cells, store.datasets_table, store.rejects   # lancedb tables or None
         store.model_info()   # {"model_name", "model_fingerprint", "embedding_dim"} or None
         store.datasets()     # pandas DataFrame, one row per data set

@@ -16,13 +16,16 @@ from uceindex.store.store import Store, sql_string
 EXPORT_KEY = "X_uce"  # obsm key of the exported embeddings
 
 
-def export_dataset(store: Store | str | os.PathLike | None, dataset_id: str):
+def export_dataset(
+    store: Store | str | os.PathLike | None, dataset_id: str, storage_options: dict | None = None
+):
     """AnnData (X empty: n_cells x 0) of the embedded cells of one data set, in file order.
 
     obs has the data set's own obs columns under their original names (nulls as NaN/None);
     obsm["X_uce"] the embeddings; uns["uce"] the `datasets` row. Rejected cells are not in
-    `cells` and so not exported (they are listed in the store's `rejects`)."""
-    with Store.using(store) as store:
+    `cells` and so not exported (they are listed in the store's `rejects`). storage_options:
+    as `Store.open` takes them."""
+    with Store.using(store, storage_options=storage_options) as store:
         return _as_anndata(store, dataset_id)
 
 
@@ -76,11 +79,14 @@ def _as_anndata(store: Store, dataset_id: str):
 
 
 def export(
-    store: Store | str | os.PathLike | None, dataset_id: str, out: str | os.PathLike
+    store: Store | str | os.PathLike | None,
+    dataset_id: str,
+    out: str | os.PathLike,
+    storage_options: dict | None = None,
 ) -> dict:
     """Write one data set as .h5ad (`export_dataset`'s AnnData), whole or not at all; returns
     what `uceindex export` reports."""
-    adata = export_dataset(store, dataset_id)
+    adata = export_dataset(store, dataset_id, storage_options)
     with written_whole(out) as scratch:
         adata.write_h5ad(scratch)
     return {

@@ -1,6 +1,7 @@
 """A uceindex store: one LanceDB database holding the tables `cells`, `datasets`, `rejects`.
 
-A store is a local directory or any LanceDB URI (`s3://bucket/atlas`, ...). It is bound to
+A store is a local directory or any LanceDB URI (`s3://bucket/atlas`, ...; the storage options
+of object stores are `uceindex.store.options`). It is bound to
 one model: the first data set written creates `cells` with that model's embedding width
 and records the model in the table's schema metadata; later data sets must match it.
 
@@ -19,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from uceindex.errors import StoreError
+from uceindex.store import options as O
 from uceindex.store import schema as S
 
 STORE_ENV = "UCEINDEX_STORE"  # default store URI, set once by the user
@@ -68,8 +70,9 @@ class Store:
     `cells`, `datasets_table` and `rejects` are lancedb tables, or None when absent (`cells`
     appears with the first data set)."""
 
-    def __init__(self, uri: str, db):
+    def __init__(self, uri: str, db, storage_options: dict | None = None):
         self.uri = uri
+        self.storage_options = dict(storage_options or {})  # as resolved; never shown as is
         self._db = db
         self._tables: dict = {}
         self._closed = False
@@ -80,7 +83,10 @@ class Store:
     @classmethod
     @contextmanager
     def using(
-        cls, store: Store | str | os.PathLike | None, create: bool = False, **storage_options
+        cls,
+        store: Store | str | os.PathLike | None,
+        create: bool = False,
+        storage_options: dict | None = None,
     ) -> Iterator[Store]:
         """The one way library calls take "a Store or a URI": a Store passed in is used as is
         and stays open; a URI (or None: `default_store_uri()`) is opened here, with `create`
@@ -88,7 +94,7 @@ class Store:
         if isinstance(store, Store):
             yield store
             return
-        opened = cls.open(store, create=create, **storage_options)
+        opened = cls.open(store, create=create, storage_options=storage_options)
         try:
             yield opened
         finally:
@@ -96,13 +102,17 @@ class Store:
 
     @classmethod
     def open(
-        cls, uri: str | os.PathLike | None = None, create: bool = False, **storage_options
+        cls,
+        uri: str | os.PathLike | None = None,
+        create: bool = False,
+        storage_options: dict | None = None,
     ) -> Store:
         """Open the store at `uri` (default: `default_store_uri()`).
 
         create=True makes the directory and the `datasets`/`rejects` tables as needed; without
-        it a missing store raises StoreError. Extra keyword arguments are LanceDB storage
-        options (credentials, endpoint) for object-store URIs."""
+        it a missing store raises StoreError. `storage_options` (endpoint, region, keys) are
+        for object-store URIs, over $UCEINDEX_STORAGE_OPTIONS (`options.resolve`); a store
+        that cannot be reached fails within seconds, its error free of credentials."""
         import lancedb
 
         uri = str(uri) if uri is not None else default_store_uri()
@@ -118,13 +128,14 @@ class Store:
             if create:
                 path.mkdir(parents=True, exist_ok=True)
             uri = str(path)
+        options = O.resolve(uri, storage_options)
         try:
-            db = lancedb.connect(uri, storage_options=storage_options or None)
+            if options:  # first contact with short timeouts: a dead endpoint fails fast
+                lancedb.connect(uri, storage_options=O.resolve(uri, storage_options, probe=True))
+            db = lancedb.connect(uri, storage_options=options or None)
             names = set(db.list_tables().tables)
         except Exception as exc:  # lancedb raises many types for an unreachable URI
-            raise StoreError(
-                f"cannot open the store at {uri} ({type(exc).__name__}: {exc})"
-            ) from None
+            raise O.open_error(uri, exc, options) from None
         if S.DATASETS not in names:
             if not create:
                 raise StoreError(
@@ -134,7 +145,7 @@ class Store:
             for name in (S.DATASETS, S.REJECTS):
                 # exist_ok: another process may be creating the same store right now
                 db.create_table(name, schema=S.schema(name), exist_ok=True)
-        return cls(uri, db)
+        return cls(uri, db, options)
 
     def close(self) -> None:
         """Release the tables. Idempotent; the store's methods raise StoreError afterwards."""
@@ -159,7 +170,7 @@ class Store:
         self._tables = {n: self._db.open_table(n) for n in S.TABLES if n in names}
 
     def __repr__(self) -> str:
-        return f"Store({self.uri!r}{', closed' if self._closed else ''})"
+        return f"Store({self.uri!r}{', closed' if self._closed else ''})"  # no options: secrets
 
     # -- tables -------------------------------------------------------------------------------
 
@@ -242,9 +253,11 @@ class Store:
         return [n for n in cells.schema.names if n not in core]
 
 
-def list_datasets(store: Store | str | os.PathLike | None) -> dict:
+def list_datasets(
+    store: Store | str | os.PathLike | None, storage_options: dict | None = None
+) -> dict:
     """What `uceindex datasets` shows: the store, its model and its data sets."""
-    with Store.using(store) as store:
+    with Store.using(store, storage_options=storage_options) as store:
         frame = store.datasets().astype(object)
         frame = frame.where(frame.notna(), None)  # NaN of unset counts -> None
         return {
