@@ -23,7 +23,7 @@ if ! ls "$WHEELS"/*.whl >/dev/null 2>&1; then
 fi
 "$PY" -m pip install -q --no-index --no-deps --target "$SITE" "$WHEELS"/*.whl || exit 2
 export PYTHONPATH="$SITE:$PWD" PYTHONUNBUFFERED=1
-"$PY" -c "import torch, anndata, pandas; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0), '| anndata', anndata.__version__, '| pandas', pandas.__version__)" || exit 2
+"$PY" -c "import torch, anndata, pandas; print('torch', torch.__version__, 'cuda', torch.version.cuda, (torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'NO CUDA DEVICE'), '| anndata', anndata.__version__, '| pandas', pandas.__version__)" || exit 2
 
 status=0
 echo "== tests/test_cuda.py"
