@@ -19,8 +19,8 @@ from cli.options import (
     SeedOpt,
 )
 from cli.render import console, handle_errors, print_json, progress_bar
-from uceindex.atomic import written_whole
 from uceindex.io.genes import MIN_GENES
+from uceindex.model.numerics import DEFAULT_MODE, DEFAULT_PRECISION
 
 EPILOG = "Example: uceindex embed pbmc.h5ad pbmc_uce.h5ad --species human --model-dir ~/.cache/uceindex/4layer"
 
@@ -40,13 +40,13 @@ def embed(
     layer: LayerOpt = None,
     min_genes: MinGenesOpt = MIN_GENES,
     device: DeviceOpt = None,
-    precision: PrecisionOpt = "auto",
-    mode: ModeOpt = "fast",
+    precision: PrecisionOpt = DEFAULT_PRECISION,
+    mode: ModeOpt = DEFAULT_MODE,
     json: JsonOpt = False,
 ) -> None:
     """Embed every cell of an .h5ad with UCE; cells that cannot be embedded get a NaN row and a reason."""
     import uceindex
-    from uceindex.io.h5ad import read_h5ad
+    from uceindex.io.h5ad import read_h5ad, write_h5ad
 
     adata = read_h5ad(input)
     with progress_bar("embedding", quiet=json) as update:
@@ -58,12 +58,11 @@ def embed(
             layer=layer,
             min_genes=min_genes,
             device=device,
-            precision=precision,
-            mode=mode,
+            precision=precision.value,
+            mode=mode.value,
             progress=update,
         )
-    with written_whole(output) as scratch:  # never a half-written output
-        adata.write_h5ad(scratch)
+    write_h5ad(adata, output)
     summary = {**dict(adata.uns["uce"]), "output": str(output)}
     if json:
         print_json(summary)

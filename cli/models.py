@@ -8,10 +8,12 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from cli.options import JsonOpt
+from cli.options import JsonOpt, choices
 from cli.render import console, handle_errors, print_json, progress_bar
+from uceindex.model.files import CHECKPOINTS, DEFAULT_MODEL
 
 app = typer.Typer(help="Fetch and inspect the official UCE model files.", no_args_is_help=True)
+ModelName = choices("ModelName", CHECKPOINTS)
 
 ModelDirArg = Annotated[
     Optional[Path],
@@ -27,7 +29,7 @@ ModelDirArg = Annotated[
 )
 @handle_errors
 def download(
-    name: Annotated[str, typer.Argument(help="4layer or 33layer.")] = "4layer",
+    name: Annotated[ModelName, typer.Argument(help="The official model to fetch.")] = DEFAULT_MODEL,
     dir: Annotated[
         Optional[Path],
         typer.Option("--dir", help="Where to put the files (default: ~/.cache/uceindex/NAME)."),
@@ -37,9 +39,11 @@ def download(
     """Download the official model files from Figshare (resumable, checksummed)."""
     from uceindex import download_model
 
-    with progress_bar(f"downloading {name}", unit="bytes", quiet=json) as update:
+    with progress_bar(f"downloading {name.value}", unit="bytes", quiet=json) as update:
         path = download_model(
-            name, dir, progress=lambda file, done, total: update(done, total or done, label=file)
+            name.value,
+            dir,
+            progress=lambda file, done, total: update(done, total or done, label=file),
         )
     if json:
         print_json({"model_dir": str(path)})

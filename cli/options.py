@@ -1,11 +1,24 @@
-"""Options several commands share, declared once so that their names and help agree."""
+"""Options several commands share, declared once so that their names, help and choices agree.
+
+Defaults and choices come from the library's constants; a closed set of values is an Enum,
+so that a bad value is a usage error (exit 2) before any file is read.
+"""
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+
+from uceindex.model.numerics import MODES, PRECISIONS
+
+
+def choices(name: str, values) -> type[Enum]:
+    """An Enum of the library's allowed values (strings), for Typer to offer and check."""
+    return Enum(name, {value: value for value in values}, type=str)
+
 
 StoreOpt = Annotated[
     Optional[str],
@@ -33,11 +46,37 @@ MinGenesOpt = Annotated[
 DeviceOpt = Annotated[
     Optional[str], typer.Option(help="cpu, cuda, cuda:1... (default: cuda when available).")
 ]
-PrecisionOpt = Annotated[str, typer.Option(help="auto (bf16 on GPU), float32 or bfloat16.")]
+Precision = choices("Precision", PRECISIONS)
+PrecisionOpt = Annotated[
+    Precision,
+    typer.Option(
+        help="Numbers of the network; auto: bfloat16 on a GPU in fast mode, else float32."
+    ),
+]
+Mode = choices("Mode", MODES)
 ModeOpt = Annotated[
-    str, typer.Option(help="fast, or reference to reproduce the reference code's padding.")
+    Mode,
+    typer.Option(
+        help="fast masks padding exactly; reference reproduces the reference code's padding."
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+EmbeddingKeyOpt = Annotated[
+    Optional[str],
+    typer.Option(help="Take the embeddings from obsm[KEY] instead of running the model."),
+]
+
+# search
+KOpt = Annotated[int, typer.Option("--k", help="Neighbours per query cell.")]
+LabelOpt = Annotated[str, typer.Option(help="Label column of the stored cells to predict.")]
+WhereOpt = Annotated[
+    Optional[str],
+    typer.Option(help="SQL filter on the stored cells, e.g. \"tissue = 'lung'\"."),
+]
+NprobesOpt = Annotated[
+    Optional[int], typer.Option(help="IVF partitions searched per query (default: by table size).")
+]
+ExactOpt = Annotated[bool, typer.Option("--exact", help="Exact search, ignoring the index.")]
 
 
 def _check_pairs(values: list[str] | None) -> list[str] | None:
@@ -67,7 +106,7 @@ StorageOpt = Annotated[
 
 def store_uri(store: str | None) -> str:
     """--store, else the default store."""
-    from uceindex.store.store import default_store_uri
+    from uceindex.store import default_store_uri
 
     return store or default_store_uri()
 

@@ -9,8 +9,28 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from cli.options import StorageOpt, StoreOpt, storage_options, store_uri
+from cli.options import (
+    DeviceOpt,
+    EmbeddingKeyOpt,
+    ExactOpt,
+    JsonOpt,
+    KOpt,
+    LabelOpt,
+    ModelDirOpt,
+    NprobesOpt,
+    StorageOpt,
+    StoreOpt,
+    WhereOpt,
+    choices,
+    storage_options,
+    store_uri,
+)
 from cli.render import console, handle_errors, print_json, progress_bar
+from uceindex.search.annotation import K
+from uceindex.search.index import KINDS
+from uceindex.search.query import LABEL
+from uceindex.search.recall import RECALL_SAMPLE
+from uceindex.search.similar_cells import SIMILAR_K
 
 INDEX_EPILOG = "Example: uceindex index --store ./atlas --stats"
 ANNOTATE_EPILOG = (
@@ -30,26 +50,7 @@ MATCH_EPILOG = (
     "--plot match.png --out match.csv --store ./atlas"
 )
 TOP_LABELS = 15  # rows of the query summary table
-
-K = Annotated[int, typer.Option("--k", help="Neighbours per query cell.")]
-Label = Annotated[str, typer.Option(help="Label column of the stored cells to predict.")]
-Where = Annotated[
-    Optional[str],
-    typer.Option(help="SQL filter on the stored cells, e.g. \"tissue = 'lung'\"."),
-]
-EmbeddingKey = Annotated[
-    Optional[str],
-    typer.Option(help="Take the query embeddings from obsm[KEY] instead of running the model."),
-]
-ModelDir = Annotated[
-    Optional[Path],
-    typer.Option(help="The store's model directory (default $UCEINDEX_MODEL_DIR or the cache)."),
-]
-Nprobes = Annotated[
-    Optional[int], typer.Option(help="IVF partitions searched per query (default: by table size).")
-]
-Exact = Annotated[bool, typer.Option("--exact", help="Exact search, ignoring the index.")]
-Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+IndexKind = choices("IndexKind", KINDS)
 
 
 @handle_errors
@@ -57,7 +58,8 @@ def index(
     store: StoreOpt = None,
     storage_option: StorageOpt = None,
     kind: Annotated[
-        str, typer.Option(help="auto (by table size), flat (no index), ivf_flat or ivf_hnsw_sq.")
+        IndexKind,
+        typer.Option(help="Index kind; auto chooses by table size, flat means no index."),
     ] = "auto",
     rebuild: Annotated[
         bool, typer.Option("--rebuild", help="Retrain the index even if it is fresh.")
@@ -69,16 +71,18 @@ def index(
         bool,
         typer.Option("--stats", help="Also measure recall@k on a sample against exact search."),
     ] = False,
-    k: K = 50,
-    sample: Annotated[int, typer.Option(help="Stored cells used as queries by --stats.")] = 200,
-    json: Json = False,
+    k: KOpt = K,
+    sample: Annotated[
+        int, typer.Option(help="Stored cells used as queries by --stats.")
+    ] = RECALL_SAMPLE,
+    json: JsonOpt = False,
 ) -> None:
     """Build or refresh the vector index of a store (run it after ingesting); --stats measures its recall."""
     from uceindex.search import index_stats, refresh_index
     from uceindex.store import Store
 
     with Store.open(store_uri(store), storage_options=storage_options(storage_option)) as opened:
-        report = refresh_index(opened, kind, rebuild=rebuild, partition_size=partition_size)
+        report = refresh_index(opened, kind.value, rebuild=rebuild, partition_size=partition_size)
         data = report.as_dict()
         if stats:
             data["recall"] = index_stats(opened, k=k, sample=sample).as_dict()
@@ -118,11 +122,11 @@ def annotate(
     species: Annotated[
         Optional[str], typer.Option(help="Species of the query cells (needed to embed them).")
     ] = None,
-    k: K = 50,
-    label: Label = "cell_type",
-    where: Where = None,
-    embedding_key: EmbeddingKey = None,
-    model_dir: ModelDir = None,
+    k: KOpt = K,
+    label: LabelOpt = LABEL,
+    where: WhereOpt = None,
+    embedding_key: EmbeddingKeyOpt = None,
+    model_dir: ModelDirOpt = None,
     out: Annotated[
         Optional[Path],
         typer.Option(
@@ -132,13 +136,10 @@ def annotate(
     neighbours: Annotated[
         bool, typer.Option("--neighbours", help="Also output the neighbour cell ids.")
     ] = False,
-    nprobes: Nprobes = None,
-    exact: Exact = False,
-    device: Annotated[
-        Optional[str],
-        typer.Option(help="Device to embed on: cpu, cuda... (default: cuda when available)."),
-    ] = None,
-    json: Json = False,
+    nprobes: NprobesOpt = None,
+    exact: ExactOpt = False,
+    device: DeviceOpt = None,
+    json: JsonOpt = False,
 ) -> None:
     """Predict a label for every cell of an .h5ad from its nearest stored cells; flags novel cells."""
     from uceindex.io.h5ad import read_h5ad
@@ -198,11 +199,11 @@ def similar(
     cell_id: Annotated[str, typer.Option("--cell-id", help="DATASET/OBS_NAME of a stored cell.")],
     store: StoreOpt = None,
     storage_option: StorageOpt = None,
-    k: K = 20,
-    where: Where = None,
-    nprobes: Nprobes = None,
-    exact: Exact = False,
-    json: Json = False,
+    k: KOpt = SIMILAR_K,
+    where: WhereOpt = None,
+    nprobes: NprobesOpt = None,
+    exact: ExactOpt = False,
+    json: JsonOpt = False,
 ) -> None:
     """List the stored cells most similar to one stored cell."""
     from uceindex.search import similar as find_similar
@@ -238,14 +239,14 @@ def match(
     ],
     store: StoreOpt = None,
     storage_option: StorageOpt = None,
-    label: Label = "cell_type",
+    label: LabelOpt = LABEL,
     query_label: Annotated[
         Optional[str], typer.Option(help="The query's own label column (default: --label).")
     ] = None,
-    k: K = 50,
-    where: Where = None,
-    embedding_key: EmbeddingKey = None,
-    model_dir: ModelDir = None,
+    k: KOpt = K,
+    where: WhereOpt = None,
+    embedding_key: EmbeddingKeyOpt = None,
+    model_dir: ModelDirOpt = None,
     out: Annotated[Optional[Path], typer.Option(help="Write the matching table as CSV.")] = None,
     cells_out: Annotated[
         Optional[Path], typer.Option(help="Write the per-cell predictions (.csv, .parquet, .h5ad).")
@@ -253,10 +254,10 @@ def match(
     plot: Annotated[
         Optional[Path], typer.Option(help="Draw the matching matrix as a PNG heatmap.")
     ] = None,
-    nprobes: Nprobes = None,
-    exact: Exact = False,
-    device: Annotated[Optional[str], typer.Option(help="Device to embed on.")] = None,
-    json: Json = False,
+    nprobes: NprobesOpt = None,
+    exact: ExactOpt = False,
+    device: DeviceOpt = None,
+    json: JsonOpt = False,
 ) -> None:
     """Match the labels of query cells of one species to the stored labels of another."""
     from uceindex.io.h5ad import read_h5ad
@@ -283,7 +284,7 @@ def match(
             storage_options=storage_options(storage_option),
         )
     if out is not None:
-        result.table.to_csv(out, index=False)
+        result.write_table(out)
     if cells_out is not None:
         write_output(result.cells, cells_out, adata=adata, label=label)
     if plot is not None:
@@ -299,20 +300,18 @@ def match(
             }
         )
         return
-    best = result.table.drop_duplicates("query_label")  # sorted: each label's top match first
     table = Table(
         title=f"{input.name}: {species} {query_label or label} -> {against} {label} (k={k})"
     )
     for column in ("query label", "best reference label", "share", "mean similarity", "cells"):
         table.add_column(column, justify="left" if "label" in column else "right")
-    sizes = result.table.groupby("query_label", dropna=False)["n_cells"].sum()
-    for row in best.itertuples(index=False):
+    for row in result.best().itertuples(index=False):
         table.add_row(
             str(row.query_label),
             str(row.reference_label),
             f"{row.share:.2f}",
             f"{row.mean_similarity:.3f}",
-            f"{int(sizes.get(row.query_label, row.n_cells)):,}",
+            f"{row.n_cells:,}",
         )
     console.print(table)
     for path in (out, cells_out, plot):

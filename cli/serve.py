@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from typing import Annotated
 
@@ -10,24 +9,9 @@ import typer
 
 from cli.options import ModelDirOpt, StorageOpt, StoreOpt, storage_options, store_uri
 from cli.render import err_console, handle_errors
-from uceindex.errors import UceIndexError
 from uceindex.service.limits import Limits
 
 EPILOG = "Example: uceindex serve --store ./atlas   (then open http://127.0.0.1:8000/docs)"
-TOKEN_ENV = "UCEINDEX_TOKEN"
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-class InsecureBind(UceIndexError):
-    """Serving beyond this machine without a token."""
 
 
 @handle_errors
@@ -58,14 +42,10 @@ def serve(
     """Serve search, annotate, match and SQL over HTTP (OpenAPI docs at /docs)."""
     import uvicorn
 
-    from uceindex.service.app import create_app
+    from uceindex.service.app import TOKEN_ENV, check_bind, create_app
 
     token = os.environ.get(TOKEN_ENV) or None
-    if not _is_loopback(host) and token is None:
-        raise InsecureBind(
-            f"refusing to serve on {host} without a token: set {TOKEN_ENV}=<secret> "
-            "(clients send `Authorization: Bearer <secret>`), or bind 127.0.0.1"
-        )
+    check_bind(host, token)
     uri = store_uri(store)
     limits = Limits(
         max_upload_bytes=max_upload_mb << 20,

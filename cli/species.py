@@ -8,18 +8,16 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from cli.options import DeviceOpt, JsonOpt, ModelDirOpt, choices
 from cli.render import console, handle_errors, print_json, progress_bar
+from uceindex.species.esm_numerics import DEFAULT_PRECISION, PRECISIONS, TOKENS_PER_BATCH
 
 app = typer.Typer(
     help="Add species to a model directory (gene tokens from a proteome with ESM-2), list them.",
     no_args_is_help=True,
 )
 
-ModelDirOpt = Annotated[
-    Optional[Path],
-    typer.Option(help="Model directory (default $UCEINDEX_MODEL_DIR or ~/.cache/uceindex/4layer)."),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+EsmPrecision = choices("EsmPrecision", PRECISIONS)
 
 
 @app.command(
@@ -48,15 +46,16 @@ def add(
     replace: Annotated[
         bool, typer.Option("--replace", help="Overwrite an added species of the same name.")
     ] = False,
-    device: Annotated[
-        Optional[str], typer.Option(help="cpu, cuda, cuda:1... (default: cuda when available).")
-    ] = None,
+    device: DeviceOpt = None,
     precision: Annotated[
-        str, typer.Option(help="float32 (as the official tokens), float16 or bfloat16.")
-    ] = "float32",
+        EsmPrecision, typer.Option(help="Numbers of ESM; float32 as the official tokens.")
+    ] = DEFAULT_PRECISION,
     batch_tokens: Annotated[
         Optional[int],
-        typer.Option(help="Residues per ESM batch (default 4096 on GPU, 1024 on CPU)."),
+        typer.Option(
+            help=f"Residues per ESM batch (default {TOKENS_PER_BATCH['cuda']} on GPU, "
+            f"{TOKENS_PER_BATCH['cpu']} on CPU)."
+        ),
     ] = None,
     json: JsonOpt = False,
 ) -> None:
@@ -76,7 +75,7 @@ def add(
             protein_embeddings=protein_embeddings,
             replace=replace,
             device=device,
-            precision=precision,
+            precision=precision.value,
             tokens_per_batch=batch_tokens,
             progress=update,
         )

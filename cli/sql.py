@@ -15,9 +15,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from cli.options import StorageOpt, storage_options
+from cli.options import StorageOpt, StoreOpt, choices, storage_options
 from cli.render import console, err_console, handle_errors
 from uceindex.errors import QueryError, UceIndexError
+from uceindex.sql import FORMATS
 
 EPILOG = (
     'Example: uceindex sql "SELECT tissue, cell_type, count(*) n FROM cells GROUP BY ALL '
@@ -28,6 +29,8 @@ MAX_CELL_CHARS = 40  # longer text is cut with an ellipsis
 VECTOR_HEAD = 3  # values shown of a vector before "… (D)"
 HISTORY = Path(os.environ.get("UCEINDEX_SQL_HISTORY", "~/.local/share/uceindex/sql_history"))
 HISTORY_LINES = 1000
+TABLE = "table"  # the format shown on a terminal; FORMATS are written to files or piped
+Format = choices("Format", (TABLE, *FORMATS))
 HELP = """\
 End a statement with ; (it may span lines). The views: cells, datasets, rejects.
   .tables           the views
@@ -46,16 +49,11 @@ def sql(
         Optional[str],
         typer.Argument(help="SQL to run; without it, a shell on a terminal or a script on stdin."),
     ] = None,
-    store: Annotated[
-        Optional[str],
-        typer.Option(help="Store directory or LanceDB URI (default $UCEINDEX_STORE)."),
-    ] = None,
+    store: StoreOpt = None,
     storage_option: StorageOpt = None,
     format: Annotated[
-        Optional[str],
-        typer.Option(
-            "--format", "-f", help="table, csv, json or parquet (default: from --out, else table)."
-        ),
+        Optional[Format],
+        typer.Option("--format", "-f", help="Output format (default: from --out, else table)."),
     ] = None,
     out: Annotated[
         Optional[Path], typer.Option("--out", "-o", help="Write the rows to this file.")
@@ -72,12 +70,10 @@ def sql(
 ) -> None:
     """Query the store with DuckDB: views cells, datasets, rejects; similar(cell_id, k) and
     similar_to_vector(vector, k) for the nearest cells. Read-only."""
-    from uceindex.sql import FORMATS, SqlSession, format_of
+    from uceindex.sql import SqlSession, format_of
 
-    fmt = format or (format_of(out) if out else None) or "table"
-    if fmt not in ("table", *FORMATS):
-        raise QueryError(f"unknown --format {fmt!r}: use table, csv, json or parquet")
-    if fmt == "table" and out is not None:
+    fmt = format.value if format else ((format_of(out) if out else None) or TABLE)
+    if fmt == TABLE and out is not None:
         raise QueryError(f"--out {out} needs --format csv, json or parquet")
     if fmt == "parquet" and out is None:
         raise QueryError("parquet is binary: give --out FILE.parquet")
@@ -131,7 +127,7 @@ def _interruptible(session, fn, *args):
 
 
 def _run(session, statement: str, fmt: str, out, limit, to: Console) -> None:
-    if fmt == "table":
+    if fmt == TABLE:
         shown = limit or DISPLAY_ROWS
         render_table(session.execute(statement, limit=shown, count_rest=True), to)
         return
@@ -262,7 +258,7 @@ def shell(session, *, read=input, out=None, history: Path | None = HISTORY) -> N
             text, buffer = "\n".join(buffer), []
             try:
                 for statement in session.split(text):
-                    run(session, statement, "table", to=to)
+                    run(session, statement, TABLE, to=to)
             except UceIndexError as exc:
                 to.print(Text(f"error: {exc}", style="red"), soft_wrap=True)
             except KeyboardInterrupt:

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from cli.options import (
     DeviceOpt,
+    EmbeddingKeyOpt,
     JsonOpt,
     LayerOpt,
     MinGenesOpt,
@@ -22,7 +23,9 @@ from cli.options import (
     store_uri,
 )
 from cli.render import console, err_console, handle_errors, print_json, progress_bar
+from uceindex.ingestion import CHUNK_CELLS_OBSM, CHUNK_CELLS_UCE
 from uceindex.io.genes import MIN_GENES, MIN_MATCHED_SHARE
+from uceindex.model.numerics import DEFAULT_PRECISION
 
 INGEST_EPILOG = (
     "Example: uceindex ingest pbmc.h5ad --species human --store ./atlas  "
@@ -44,10 +47,7 @@ def ingest(
     store: StoreOpt = None,
     storage_option: StorageOpt = None,
     model_dir: ModelDirOpt = None,
-    embedding_key: Annotated[
-        Optional[str],
-        typer.Option(help="Store obsm[KEY] as the embeddings instead of running the model."),
-    ] = None,
+    embedding_key: EmbeddingKeyOpt = None,
     dataset_id: Annotated[
         Optional[str],
         typer.Option(help="Data set id (one file only; default: the file name without .h5ad)."),
@@ -64,10 +64,13 @@ def ingest(
     ] = MIN_MATCHED_SHARE,
     chunk_cells: Annotated[
         Optional[int],
-        typer.Option(help="Cells per commit (default 4096 embedding, 16384 with --embedding-key)."),
+        typer.Option(
+            help=f"Cells per commit (default {CHUNK_CELLS_UCE} embedding, "
+            f"{CHUNK_CELLS_OBSM} with --embedding-key)."
+        ),
     ] = None,
     device: DeviceOpt = None,
-    precision: PrecisionOpt = "auto",
+    precision: PrecisionOpt = DEFAULT_PRECISION,
     json: JsonOpt = False,
 ) -> None:
     """Embed .h5ad files (or take their obsm embeddings) into a store; re-run the same command to resume."""
@@ -88,7 +91,7 @@ def ingest(
             min_share=min_share,
             chunk_cells=chunk_cells,
             device=device,
-            precision=precision,
+            precision=precision.value,
             progress=update,
             storage_options=storage_options(storage_option),
         )

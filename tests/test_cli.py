@@ -1,17 +1,22 @@
-"""The command line: embed and models, as a user runs them."""
+"""The command line: embed and models as a user runs them, and what every command shares:\nclosed choices checked before any work, a --help without torch."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import anndata as ad
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
 from tests.conftest import PBMC
 
 runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_embed_writes_obsm_and_prints_a_summary(tmp_path, tiny_model_dir, small_pbmc):
@@ -82,3 +87,78 @@ def test_models_info(tiny_model_dir, tiny_model):
     assert info["sizes"] == "custom"  # not the published 4-layer sizes, whatever the file name
     text = runner.invoke(app, ["models", "info", str(tiny_model_dir)])
     assert "species: mouse" in text.output and "400 genes" in text.output
+
+
+# -- closed choices are checked before anything is read -------------------------------------------
+
+UCE = ["auto", "float32", "bfloat16"]
+CHOICES = {  # "command option": (arguments with a bad value, the allowed values)
+    "embed --precision": (["embed", "{missing}", "{tmp}/o.h5ad", "--precision", "bf17"], UCE),
+    "embed --mode": (
+        ["embed", "{missing}", "{tmp}/o.h5ad", "--mode", "slow"],
+        ["fast", "reference"],
+    ),
+    "ingest --precision": (
+        ["ingest", "{missing}", "--store", "{tmp}/a", "--precision", "fp16"],
+        UCE,
+    ),
+    "species add --precision": (
+        ["species", "add", "chicken", "--proteome", "{missing}", "--taxonomy-id", "9031"]
+        + ["--model-dir", "{tmp}/model", "--precision", "fp8"],
+        ["float32", "float16", "bfloat16"],
+    ),
+    "models download name": (
+        ["models", "download", "5layer", "--dir", "{tmp}/m"],
+        ["4layer", "33layer"],
+    ),
+    "index --kind": (
+        ["index", "--store", "{tmp}/atlas", "--kind", "hnsw"],
+        ["auto", "flat", "ivf_flat", "ivf_hnsw_sq"],
+    ),
+    "sql --format": (
+        ["sql", "--store", "{tmp}/atlas", "--format", "xml", "SELECT 1"],
+        ["table", "csv", "json", "parquet"],
+    ),
+}
+
+
+@pytest.mark.parametrize("choice", sorted(CHOICES))
+def test_a_bad_choice_is_a_usage_error_before_anything_is_read(tmp_path, choice):
+    args, allowed = CHOICES[choice]
+    option = choice.split()[-1]
+    missing = tmp_path / "missing.h5ad"  # read first, it would be exit 1 "no such file"
+    args = [a.format(missing=missing, tmp=tmp_path) for a in args]
+    result = runner.invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    [line] = [
+        line for line in result.stderr.splitlines() if f"Invalid value for '{option}'" in line
+    ]
+    assert all(f"'{value}'" in line for value in allowed), line
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_help_loads_neither_torch_nor_lancedb():
+    code = (
+        "import sys; from typer.testing import CliRunner; from cli.main import app; "
+        "assert CliRunner().invoke(app, ['embed', '--help']).exit_code == 0; "
+        "print([m for m in ('torch', 'lancedb') if m in sys.modules])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_match_summary_counts_every_cell_of_a_query_label():
+    """One row per query label, its best reference label, and all its cells (a missing label
+    included: its cells may land on several reference labels)."""
+    from uceindex.search.matching import best_matches, match_table
+
+    query = np.array(["a", "a", "a", None, None, None], dtype=object)
+    predicted = np.array(["x", "x", "y", "x", "y", "y"], dtype=object)
+    best = best_matches(match_table(query, predicted, np.ones(6)))
+    assert best[["query_label", "reference_label", "n_cells"]].values.tolist() == [
+        ["a", "x", 3],
+        [None, "y", 3],
+    ]

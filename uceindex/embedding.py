@@ -28,13 +28,13 @@ from uceindex.io.genes import (
 )
 from uceindex.model.load import UCEModel
 from uceindex.model.network import UCE
+from uceindex.model.numerics import DEFAULT_MODE, DEFAULT_PRECISION, PRECISIONS
 from uceindex.pipeline import ahead, default_threads
 from uceindex.sentences import sample_sentences
 
 CHUNK_CELLS = 4096  # cells read and sampled at a time
 TOKENS_PER_BATCH = {"cpu": 16 * 1100, "cuda": 512 * 1100}  # device batch cap, in sentence tokens
 DEVICE_MEMORY_SHARE = 0.5  # of the free device memory a batch's activations may take
-PRECISIONS = ("auto", "float32", "bfloat16")
 REFERENCE_BATCH = 25  # the reference's default batch size (eval_single_anndata.py)
 PROJECT_BLOCK = 256  # token rows projected together: a row's projection never depends on history
 
@@ -111,8 +111,8 @@ class Embedder:
         model: UCEModel | UCE,
         *,
         device: str | None = None,
-        precision: str = "auto",
-        mode: str = "fast",
+        precision: str = DEFAULT_PRECISION,
+        mode: str = DEFAULT_MODE,
         tokens_per_batch: int | None = None,
     ):
         if precision not in PRECISIONS:
@@ -271,8 +271,8 @@ def embed(
     layer: str | None = None,
     min_genes: int = MIN_GENES,
     device: str | None = None,
-    precision: str = "auto",
-    mode: str = "fast",
+    precision: str = DEFAULT_PRECISION,
+    mode: str = DEFAULT_MODE,
     threads: int | None = None,
     progress: Progress | None = None,
 ) -> np.ndarray:

@@ -39,3 +39,7 @@ class DeviceMemoryError(UceIndexError):
     """The GPU (or other device) ran out of memory even for the smallest batch."""
 
     http_status = 503
+
+
+class InsecureBindError(UceIndexError):
+    """The service would answer beyond this machine with no token to guard it."""

@@ -39,6 +39,7 @@ from uceindex.io.genes import (
 from uceindex.io.obs import ObsColumns, chunk_table, obs_columns
 from uceindex.io.stream import H5AD, file_hash
 from uceindex.model.files import TRAINING_SPECIES
+from uceindex.model.numerics import DEFAULT_MODE, DEFAULT_PRECISION
 from uceindex.pipeline import ahead, default_threads
 from uceindex.store import schema as S
 from uceindex.store.store import Store, sql_string
@@ -548,8 +549,8 @@ def ingest(
     min_share: float = MIN_MATCHED_SHARE,
     chunk_cells: int | None = None,
     device: str | None = None,
-    precision: str = "auto",
-    mode: str = "fast",
+    precision: str = DEFAULT_PRECISION,
+    mode: str = DEFAULT_MODE,
     threads: int | None = None,
     progress: Progress | None = None,
     storage_options: dict | None = None,

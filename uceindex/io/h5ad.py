@@ -1,4 +1,5 @@
-"""Opening .h5ad files with one clear error for a missing, truncated or foreign file."""
+"""Opening .h5ad files with one clear error for a missing, truncated or foreign file; writing
+one whole."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 import warnings
 from pathlib import Path
 
+from uceindex.atomic import written_whole
 from uceindex.errors import InputDataError
 
 
@@ -25,3 +27,11 @@ def read_h5ad(path: str | os.PathLike, backed: bool = False):
             f"cannot read {path} as .h5ad ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}): "
             "is it complete and written by anndata?"
         ) from None
+
+
+def write_h5ad(adata, path: str | os.PathLike) -> Path:
+    """Write `adata` to `path` whole: an error or a kill half-way leaves no half-written file."""
+    path = Path(path)
+    with written_whole(path) as scratch:
+        adata.write_h5ad(scratch)
+    return path

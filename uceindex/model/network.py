@@ -23,8 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from uceindex.errors import ModelFilesError
-
-MODES = ("fast", "reference")
+from uceindex.model.numerics import DEFAULT_MODE, MODES
 
 
 @dataclass(frozen=True)
@@ -182,7 +181,11 @@ class UCE(nn.Module):
         return self.encoder(x) * math.sqrt(self.config.d_model)  # (B, L, d_model)
 
     def forward(
-        self, tokens: Tensor, lengths: Tensor, mode: str = "fast", projected: Tensor | None = None
+        self,
+        tokens: Tensor,
+        lengths: Tensor,
+        mode: str = DEFAULT_MODE,
+        projected: Tensor | None = None,
     ) -> Tensor:
         """Cell sentences (B, L) int64 and their lengths (B,) -> unit cell embeddings (B, output_dim).
 

@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from uceindex.atomic import written_whole
 from uceindex.errors import QueryError
 from uceindex.search.annotation import K, annotate
 from uceindex.search.index import cells_table
-from uceindex.search.matching import match_matrix, match_table, plot_match
+from uceindex.search.matching import best_matches, match_matrix, match_table, plot_match
 from uceindex.search.neighbours import both, count_cells
 from uceindex.search.query import LABEL, Progress
 from uceindex.store.store import Store, sql_string
@@ -32,6 +33,18 @@ class MatchResult:
     matrix: pd.DataFrame
     species: str
     against: str
+
+    def best(self) -> pd.DataFrame:
+        """Each query label's best reference label, with the query label's cells
+        (matching.best_matches)."""
+        return best_matches(self.table)
+
+    def write_table(self, path) -> Path:
+        """The matching table as CSV, written whole."""
+        path = Path(path)
+        with written_whole(path) as scratch:
+            self.table.to_csv(scratch, index=False)
+        return path
 
     def plot(self, path) -> Path:
         """The matrix as a heatmap PNG (matching.plot_match)."""

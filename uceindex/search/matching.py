@@ -75,6 +75,14 @@ def match_table(
     return table[MATCH_COLUMNS].reset_index(drop=True)
 
 
+def best_matches(table: pd.DataFrame) -> pd.DataFrame:
+    """`match_table` output -> one row per query label, in the table's order: its best
+    reference label (the highest share), that share and mean similarity, and in n_cells all
+    the cells of the query label."""
+    totals = table.groupby("query_label", dropna=False, sort=False)["n_cells"].transform("sum")
+    return table.assign(n_cells=totals).drop_duplicates("query_label").reset_index(drop=True)
+
+
 def match_matrix(table: pd.DataFrame) -> pd.DataFrame:
     """`match_table` output -> query labels (rows) x reference labels (columns) of share,
     0 where a pair never occurs, missing labels shown as MISSING_LABEL. Rows keep the

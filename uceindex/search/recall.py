@@ -12,9 +12,12 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from uceindex.errors import QueryError
+from uceindex.search.annotation import K
 from uceindex.search.index import SearchParams, cells_table, describe_index, search_params
 from uceindex.search.neighbours import knn, sample_cells
 from uceindex.store.store import Store
+
+RECALL_SAMPLE = 200  # stored cells searched as queries
 
 
 @dataclass
@@ -43,8 +46,8 @@ class RecallReport:
 def index_stats(
     store: Store | str | None,
     *,
-    k: int = 50,
-    sample: int = 200,
+    k: int = K,
+    sample: int = RECALL_SAMPLE,
     seed: int = 0,
     storage_options: dict | None = None,
     **overrides,

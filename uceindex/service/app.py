@@ -7,16 +7,39 @@ with a proper status and never a traceback or a server path (`errors.py`).
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Request
 
 from uceindex import __version__
+from uceindex.errors import InsecureBindError
 from uceindex.service import routes
 from uceindex.service.deps import StoreView, check_token
 from uceindex.service.errors import add_handlers, error_response
 from uceindex.service.limits import Limits
+
+TOKEN_ENV = "UCEINDEX_TOKEN"  # where `uceindex serve` takes the token from
+
+
+def check_bind(host: str, token: str | None) -> None:
+    """InsecureBindError when `host` is not loopback and no token guards the app: it would
+    serve the store to anyone who can reach the address."""
+    if token is None and not _is_loopback(host):
+        raise InsecureBindError(
+            f"refusing to serve on {host} without a token: set {TOKEN_ENV}=<secret> "
+            "(clients send `Authorization: Bearer <secret>`), or bind 127.0.0.1"
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def create_app(

@@ -1,7 +1,8 @@
 """New species for UCE: gene tokens from an Ensembl proteome with ESM-2 (docs/uce.md §7).
 
 - `fasta.py`: an Ensembl pep.all FASTA -> proteins, genes and gene positions.
-- `esm.py`: protein and gene embeddings with fair-esm from local weights (resumable).
+- `esm.py`: protein and gene embeddings with fair-esm from local weights (resumable);
+  `esm_numerics.py` its precisions and batch size, without torch.
 - `register.py`: write a species' files beside the official ones and list a model's species.
 
 Names are imported on first use, so importing this package does not load torch.

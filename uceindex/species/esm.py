@@ -29,11 +29,11 @@ import torch
 from uceindex.atomic import written_whole
 from uceindex.errors import InputDataError, ModelFilesError
 from uceindex.model.load import load_tensors
+from uceindex.species.esm_numerics import DEFAULT_PRECISION, PRECISIONS, TOKENS_PER_BATCH
 
 MAX_RESIDUES = 1022  # ESM-2's context (1024 positions) less BOS and EOS
-TOKENS_PER_BATCH = {"cpu": 1024, "cuda": 4096}  # padded positions per batch (extract.py: 4096)
 FLUSH_EVERY = 50  # batches between two cache shards
-PRECISIONS = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPES = {name: getattr(torch, name) for name in PRECISIONS}  # precision name -> torch dtype
 UNKNOWN = "X"  # residues outside the ESM alphabet are read as X (any amino acid)
 
 Progress = Callable[[int, int], None]  # (proteins done, proteins in all)
@@ -93,7 +93,7 @@ def load_esm(
     *,
     expect_width: int | None = None,
     device: str | torch.device | None = None,
-    precision: str = "float32",
+    precision: str = DEFAULT_PRECISION,
 ):
     """A fair-esm model and alphabet from a local weights file, in eval mode on `device`.
 
@@ -137,7 +137,7 @@ def load_esm(
             f"{_first_line(exc)})"
         ) from None
     # One call: each parameter is cast and moved alone, so no second full copy is made.
-    model = model.to(device=device, dtype=PRECISIONS[precision]).eval()
+    model = model.to(device=device, dtype=DTYPES[precision]).eval()
     return model, alphabet
 
 

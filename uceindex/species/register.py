@@ -49,6 +49,7 @@ from uceindex.species.esm import (
     gene_embeddings,
     load_esm,
 )
+from uceindex.species.esm_numerics import DEFAULT_PRECISION
 from uceindex.species.fasta import Proteome, read_proteome
 
 SPECIES_DIR = "species"  # <model_dir>/species/<name>/
@@ -286,7 +287,7 @@ def gene_tokens(
     protein_embeddings: str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
     device: str | None = None,
-    precision: str = "float32",
+    precision: str = DEFAULT_PRECISION,
     tokens_per_batch: int | None = None,
     max_residues: int = MAX_RESIDUES,
     progress: Progress | None = None,
@@ -427,7 +428,7 @@ def add_species(
     protein_embeddings: str | os.PathLike | None = None,
     replace: bool = False,
     device: str | None = None,
-    precision: str = "float32",
+    precision: str = DEFAULT_PRECISION,
     tokens_per_batch: int | None = None,
     max_residues: int = MAX_RESIDUES,
     progress: Progress | None = None,
