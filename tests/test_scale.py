@@ -106,20 +106,21 @@ def test_model_path_on_ray_equals_one_process(small_pbmc, tiny_model, tmp_path):
     x = a.X.tolil()
     x[[5, 21, 47], :] = 0  # three rejects
     a.X = sp.csr_matrix(x)
-    path = tmp_path / "zeroed.h5ad"
-    a.write_h5ad(path)
+    paths = [tmp_path / "one.h5ad", tmp_path / "two.h5ad"]
+    a[:36].copy().write_h5ad(paths[0])
+    a[36:].copy().write_h5ad(paths[1])
     opts = dict(species="human", model=tiny_model, chunk_cells=16)
-    report = ingest_on_ray(path, store=tmp_path / "ray", workers=2, **opts)
-    assert report.datasets[0].n_rejected == 3
+    report = ingest_on_ray(paths, store=tmp_path / "ray", workers=2, **opts)
+    assert [d.n_rejected for d in report.datasets] == [2, 1]
     ray_state = _state(tmp_path / "ray")
-    ingest(path, store=tmp_path / "clean", **opts)  # torch on every core here: rounding differs
+    ingest(paths, store=tmp_path / "clean", **opts)  # torch on every core here: rounding differs
     clean = _state(tmp_path / "clean")
     got, want = (np.array([r.pop(EMBEDDING) for r in s["cells"]]) for s in (ray_state, clean))
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
     assert ray_state == clean  # everything but the embeddings' last bits
     # Same seed, same model, same chunks and one torch thread, as a Ray task has: bit for bit.
     with _one_torch_thread():
-        ingest(path, store=tmp_path / "one", **opts)
+        ingest(paths, store=tmp_path / "one", **opts)
     assert _state(tmp_path / "ray") == _state(tmp_path / "one")
 
 
@@ -190,20 +191,6 @@ def test_cli_sigkill_of_the_driver_then_the_same_command_resumes(clean, small_pb
     assert _state(uri) == expected
     listed = runner.invoke(app, ["datasets", "--store", str(uri), "--json"])
     assert '"status": "complete"' in listed.stdout
-
-
-def test_cli_several_files_with_the_tiny_model(small_pbmc, tiny_model_dir, tmp_path):
-    paths = []
-    for name, rows in (("one", slice(0, 30)), ("two", slice(30, 60))):
-        paths.append(tmp_path / f"{name}.h5ad")
-        small_pbmc[rows].copy().write_h5ad(paths[-1])
-    common = ["--species", "human", "--model-dir", str(tiny_model_dir), "--chunk-cells", "10"]
-    for store, extra in (("ray", ["--workers", "2"]), ("clean", [])):
-        args = ["ingest", *map(str, paths), *common, "--store", str(tmp_path / store), *extra]
-        with _one_torch_thread():
-            result = runner.invoke(app, args)
-        assert result.exit_code == 0, result.output
-    assert _state(tmp_path / "ray") == _state(tmp_path / "clean")
 
 
 def test_a_ray_address_that_does_not_answer_fails_in_seconds(tmp_path):
