@@ -107,13 +107,17 @@ def connect(workers: int | None = None, address: str | None = None) -> bool:
 
 # -- the workers --------------------------------------------------------------------------------
 
-_cache: dict = {}  # in each worker process: loaded models and opened files, reused by tasks
+_cache: dict = {}  # in each worker process: loaded models, and the file last planned
 
 
 def _worker_plan(job: dict, record: dict):
-    key = (record["source_path"], record["dataset_id"], record["settings"])
-    if key in _cache:
-        return _cache[key]
+    key = tuple(record[k] for k in ("source_path", "dataset_id", "content_hash", "settings"))
+    last = _cache.get("plan")
+    if last is not None and last[0] == key:
+        return last[1]
+    if last is not None:
+        last[2].close()  # one file open at a time: tasks come file after file
+        del _cache["plan"]
     model = embedder = None
     if job["model_dir"] is not None:
         from uceindex.model.load import UCEModel
@@ -123,29 +127,35 @@ def _worker_plan(job: dict, record: dict):
     if job["embedding_key"] is None:
         from uceindex.embedding import Embedder
 
-        embedder = Embedder(
+        settings = (job["model_dir"], job["device"], job["precision"], job["mode"])
+        embedder = _cache.get(settings) or Embedder(
             model, device=job["device"], precision=job["precision"], mode=job["mode"]
         )
+        _cache[settings] = embedder
     h5 = H5AD(record["source_path"])
-    plan = plan_file(
-        h5,
-        record["dataset_id"],
-        record["species"],
-        embedding_key=job["embedding_key"],
-        model=model,
-        embedder=embedder,
-        layer=job["layer"],
-        min_genes=job["min_genes"],
-        min_share=job["min_share"],
-        seed=job["seed"],
-        chunk_cells=job["chunk_cells"],
-    )
-    if plan.record["settings"] != record["settings"]:
-        raise InputDataError(
-            f"{h5.path.name} reads differently on a worker than on the driver: "
-            "is the same file (and model) at the same path on every machine?"
+    try:
+        plan = plan_file(
+            h5,
+            record["dataset_id"],
+            record["species"],
+            embedding_key=job["embedding_key"],
+            model=model,
+            embedder=embedder,
+            layer=job["layer"],
+            min_genes=job["min_genes"],
+            min_share=job["min_share"],
+            seed=job["seed"],
+            chunk_cells=job["chunk_cells"],
         )
-    _cache[key] = plan
+        if plan.record["settings"] != record["settings"]:
+            raise InputDataError(
+                f"{h5.path.name} reads differently on a worker than on the driver: "
+                "is the same file (and model) at the same path on every machine?"
+            )
+    except BaseException:
+        h5.close()
+        raise
+    _cache["plan"] = (key, plan, h5)
     return plan
 
 
@@ -328,27 +338,29 @@ def ingest_on_ray(
             "mode": mode,
             "storage_options": storage_options or None,
         }
-        with Store.using(store, create=True, **(storage_options or {})) as opened:
-            return ingest(
-                paths,
-                species,
-                opened,
-                model=model,
-                embedding_key=embedding_key,
-                dataset_id=dataset_id,
-                replace=replace,
-                seed=seed,
-                layer=layer,
-                min_genes=min_genes,
-                min_share=min_share,
-                chunk_cells=chunk_cells,
-                device="cpu",
-                precision=precision,
-                mode=mode,
-                threads=0,
-                progress=progress,
-                write_chunks=_RayChunks(job, gpus, slots),
-            )
+        # the driver's own store: `ingest` opens it (with its storage options)
+        extra = {"storage_options": storage_options} if storage_options else {}
+        return ingest(
+            paths,
+            species,
+            store,
+            model=model,
+            embedding_key=embedding_key,
+            dataset_id=dataset_id,
+            replace=replace,
+            seed=seed,
+            layer=layer,
+            min_genes=min_genes,
+            min_share=min_share,
+            chunk_cells=chunk_cells,
+            device="cpu",
+            precision=precision,
+            mode=mode,
+            threads=0,
+            progress=progress,
+            write_chunks=_RayChunks(job, gpus, slots),
+            **extra,
+        )
     finally:
         if started:
             ray.shutdown()
