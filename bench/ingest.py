@@ -16,7 +16,13 @@ module at OLD_READER, loaded from git for the run only), on 200,000 pre-embedded
 20,000 cells of counts (20,000 genes, 2,000 a cell; embedded by a 1-layer tiny model on one
 thread); each read a fresh process, best of REPEATS; and the share of the ingest's time.
 
-    flock /tmp/uceindex-bench.lock python bench/ingest.py [--quick] [--reader-compare] \
+--ray (issue 12): the ingest on a local Ray of 1 and 2 workers (uceindex.scale) against the
+single-process ingest, on RAY_SIZES pre-embedded cells (1280-d) and on cells of counts embedded
+by a 1-layer tiny model (one torch thread everywhere, as a Ray task of one CPU has): cells/s,
+the driver's peak RSS and the largest worker's (sampled), the time the driver spent in its
+commits, and Ray's start-up and shut-down apart from the ingest.
+
+    flock /tmp/uceindex-bench.lock python bench/ingest.py [--quick] [--reader-compare | --ray] \
         [--json PATH] [--work DIR]
 """
 
@@ -63,6 +69,10 @@ COMPARE_QUICK_SIZES = {"obsm": 20_000, "counts": 2_000}
 COUNTS_GENES, COUNTS_NNZ = 20_000, 2_000  # a counts file shaped like real data
 REPEATS = 3
 SHARE_LIMIT = 0.10  # the maintained reader stays unless it costs more than this of ingest time
+# --ray: 200k pre-embedded cells, not 1M, and 16k of counts: 3 runs each fit a session here
+RAY_SIZES = {"obsm": 200_000, "counts": 16_384}  # counts: 4 chunks of 4,096
+RAY_QUICK_SIZES = {"obsm": 20_000, "counts": 2_000}
+RAY_WORKERS = (0, 1, 2)  # 0: the single-process ingest
 
 
 # -- the input file ------------------------------------------------------------------------------
@@ -278,6 +288,133 @@ def ingest_child(path: str, store: str, key: str | None, model_dir: str | None) 
     return {"seconds": t.seconds, "peak_rss_mb": peak_rss_mb()}
 
 
+def ray_child(path: str, store: str, key: str | None, model_dir: str | None, workers: int) -> dict:
+    """One ingest: in this process (workers=0) or on a local Ray of `workers` workers."""
+    import threading
+
+    import psutil
+    import torch
+
+    import uceindex.scale as scale
+    from uceindex.ingestion import ingest
+
+    torch.set_num_threads(1)
+    kwargs = {"model_dir": model_dir} if model_dir else {"embedding_key": key}
+    out = {"workers": workers}
+    if workers == 0:
+        with timer() as t:
+            ingest(path, species="human", store=store, threads=0, **kwargs)
+        return {**out, "seconds": t.seconds, "driver_peak_rss_mb": peak_rss_mb()}
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    with timer() as start:
+        scale.connect(workers=workers)
+    commits, commit = [], scale._commit
+
+    def timed_commit(*args):
+        with timer() as c:
+            commit(*args)
+        commits.append(c.seconds)
+
+    scale._commit = timed_commit
+    worker_peak, stop = {}, threading.Event()
+
+    def sample():  # Ray's worker processes are named ray::<task>
+        while not stop.wait(0.2):
+            for p in psutil.process_iter(["name", "cmdline"]):
+                try:
+                    if p.info["cmdline"] and p.info["cmdline"][0].startswith("ray::"):
+                        rss = p.memory_info().rss / 2**20
+                        worker_peak[p.pid] = max(worker_peak.get(p.pid, 0), rss)
+                except (psutil.Error, IndexError):
+                    pass
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    with timer() as t:
+        scale.ingest_on_ray(path, species="human", store=store, workers=workers, **kwargs)
+    stop.set()
+    sampler.join()
+    with timer() as down:
+        import ray
+
+        ray.shutdown()
+    return {
+        **out,
+        "seconds": t.seconds,
+        "ray_start_seconds": start.seconds,
+        "ray_shutdown_seconds": down.seconds,
+        "commit_seconds": sum(commits),
+        "commits": len(commits),
+        "driver_peak_rss_mb": peak_rss_mb(),
+        "worker_peak_rss_mb": max(worker_peak.values(), default=None),
+    }
+
+
+def ray_compare(quick: bool, work: Path) -> list[dict]:
+    """The single-process ingest against 1 and 2 Ray workers, on both kinds of file."""
+    from uceindex.io.stream import file_hash
+    from uceindex.model.tiny import write_tiny_model
+
+    runs = []
+    for kind, n in (RAY_QUICK_SIZES if quick else RAY_SIZES).items():
+        path = work / f"{kind}{n}.h5ad"
+        if kind == "obsm":
+            write_h5ad(path, n)
+            key, model_dir = "X_emb", None
+        else:
+            write_h5ad(path, n, genes=COUNTS_GENES, nnz=COUNTS_NNZ, dim=0)
+            genes = [f"GENE{i}" for i in range(COUNTS_GENES)]
+            key = None
+            model_dir = str(write_tiny_model(work / "tiny", {"human": genes}, nlayers=1))
+        file_hash(path)  # in the page cache for every run
+        for workers in RAY_WORKERS:
+            store = work / f"store_{kind}_{workers}"
+            run = in_child(ray_child, str(path), str(store), key, model_dir, workers)
+            shutil.rmtree(store)
+            run.update(file=kind, cells=n, cells_per_s=n / run["seconds"])
+            runs.append(run)
+            print(
+                f"  {kind} {n:,} cells, {workers or 'no'} Ray workers: {run['seconds']:.1f} s "
+                f"({run['cells_per_s']:,.0f} cells/s)"
+            )
+        path.unlink()
+    return runs
+
+
+def print_ray(runs: list[dict]) -> None:
+    def num(v, fmt):
+        return "-" if v is None else format(v, fmt)
+
+    print_table(
+        "ingest on Ray (local, loopback) against one process",
+        [
+            "file",
+            "cells",
+            "Ray workers",
+            "seconds",
+            "cells/s",
+            "driver peak MiB",
+            "worker peak MiB",
+            "commit s",
+            "Ray start s",
+        ],
+        [
+            [
+                r["file"],
+                f"{r['cells']:,}",
+                str(r["workers"] or "none"),
+                f"{r['seconds']:.1f}",
+                f"{r['cells_per_s']:,.0f}",
+                f"{r['driver_peak_rss_mb']:,.0f}",
+                num(r.get("worker_peak_rss_mb"), ",.0f"),
+                num(r.get("commit_seconds"), ".2f"),
+                num(r.get("ray_start_seconds"), ".1f"),
+            ]
+            for r in runs
+        ],
+    )
+
+
 def reader_compare(quick: bool, work: Path) -> list[dict]:
     from uceindex.ingestion import CHUNK_CELLS_OBSM, CHUNK_CELLS_UCE
     from uceindex.io.stream import file_hash
@@ -383,6 +520,9 @@ def main():
         action="store_true",
         help="anndata's reader against the hand-written one it replaced",
     )
+    parser.add_argument(
+        "--ray", action="store_true", help="1 and 2 Ray workers against one process"
+    )
     opts = parser.parse_args()
     result = {"benchmark": "ingest", "command": command_line(), "date": utc_now()}
     result["machine"], result["quick"] = machine(), opts.quick
@@ -400,6 +540,16 @@ def main():
             }
             result["reader_compare"] = reader_compare(opts.quick, work)
             print_compare(result["reader_compare"])
+        elif opts.ray:
+            result["settings"] = {
+                "sizes": RAY_QUICK_SIZES if opts.quick else RAY_SIZES,
+                "workers": RAY_WORKERS,
+                "counts_genes": COUNTS_GENES,
+                "counts_nnz_per_cell": COUNTS_NNZ,
+            }
+            result["load_avg_1m_start"] = round(os.getloadavg()[0], 2)
+            result["ray"] = ray_compare(opts.quick, work)
+            print_ray(result["ray"])
         else:
             scale(opts.quick, work, result)
     finally:

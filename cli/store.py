@@ -71,11 +71,26 @@ def ingest(
     ] = None,
     device: DeviceOpt = None,
     precision: PrecisionOpt = DEFAULT_PRECISION,
+    workers: Annotated[
+        Optional[int],
+        typer.Option(help="Embed on a local Ray with N workers (pip install 'uceindex[scale]')."),
+    ] = None,
+    ray: Annotated[
+        Optional[str],
+        typer.Option(
+            "--ray", metavar="HOST:PORT", help="Embed on the Ray cluster at HOST:PORT (ray start)."
+        ),
+    ] = None,
     json: JsonOpt = False,
 ) -> None:
     """Embed .h5ad files (or take their obsm embeddings) into a store; re-run the same command to resume."""
     from uceindex import ingest as run_ingest
 
+    scale = {}
+    if workers is not None or ray is not None:
+        from uceindex import ingest_on_ray as run_ingest
+
+        scale = {"workers": workers, "address": ray}
     with progress_bar("ingest", quiet=json) as update:
         report = run_ingest(
             [str(f) for f in files],
@@ -94,6 +109,7 @@ def ingest(
             precision=precision.value,
             progress=update,
             storage_options=storage_options(storage_option),
+            **scale,
         )
     data = report.as_dict()
     if json:

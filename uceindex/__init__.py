@@ -34,6 +34,7 @@ _EXPORTS = {
     "Store": "uceindex.store",
     "ingest": "uceindex.ingestion",
     "ingest_embeddings": "uceindex.ingestion",
+    "ingest_on_ray": "uceindex.scale",
     "export_dataset": "uceindex.store.export",
     "export": "uceindex.store.export",
     "list_datasets": "uceindex.store.store",

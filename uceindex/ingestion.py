@@ -15,7 +15,7 @@ import hashlib
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +26,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 import uceindex
-from uceindex.errors import InputDataError, UceIndexError, UnknownSpeciesError
+from uceindex.errors import InputDataError, StoreError, UceIndexError, UnknownSpeciesError
 from uceindex.io.counts import check_chunk
 from uceindex.io.ensembl import MAPPED_COLUMN, PACKAGE, add_symbols, needs_symbols
 from uceindex.io.genes import (
@@ -54,6 +54,15 @@ REASON_NONFINITE = "non-finite values in {where}"
 REASON_ZERO = "zero vector in {where}"
 
 Progress = Callable[..., None]  # progress(done, total, label)
+# How the chunks (k, start, stop) of a data set still to write get written: by default here,
+# one after another; `uceindex.scale` writes them on Ray workers. Yields each chunk's stop
+# once its rows are committed.
+WriteChunks = Callable[[DatasetWriter, list[tuple[int, int, int]]], Iterator[int]]
+
+
+class IngestInterrupted(StoreError):
+    """The ingest stopped part-way for a reason outside the input (a worker died): what is
+    committed stays, and the same command resumes from there."""
 
 
 @dataclass
@@ -172,9 +181,11 @@ def _write_dataset(
     replace: bool,
     progress: Progress | None,
     result: DatasetResult,
+    write_chunks: WriteChunks | None = None,
 ) -> DatasetResult:
     """Run the writer over chunk after chunk; roll back on a refused input. `threads` threads
-    read chunks ahead of the writer (`chunks`), `finish` (the model) runs in this thread."""
+    read chunks ahead of the writer (`chunks`), `finish` (the model) runs in this thread;
+    `write_chunks`, when given, writes them instead (elsewhere)."""
     started = time.perf_counter()
     n = int(record["n_cells"])
     writer = DatasetWriter(store, record, obs, replace=replace)
@@ -189,6 +200,16 @@ def _write_dataset(
         result.n_embedded, result.n_rejected = int(row["n_embedded"]), int(row["n_rejected"])
         return result
     result.action = {"fresh": "ingested", "resume": "resumed", "replace": "replaced"}[action]
+
+    def write_here(writer: DatasetWriter, ranges: list) -> Iterator[int]:
+        read = ahead(lambda r: chunks(r[1], r[2]), ranges, threads=threads, depth=threads + 1)
+        with closing(read):
+            for (k, _, stop), (names, frame, rows) in zip(ranges, read):
+                emb, reasons = finish(rows)
+                arrays = chunk_table(frame, obs, writer.types)
+                writer.write(k, names, arrays, emb, reasons, record["species"])
+                yield stop
+
     try:
         first = writer.start_chunk * chunk_cells
         if progress:
@@ -198,15 +219,12 @@ def _write_dataset(
             for k, start in enumerate(range(0, n, chunk_cells))
             if k >= writer.start_chunk
         ]
-        read = ahead(lambda r: chunks(r[1], r[2]), ranges, threads=threads, depth=threads + 1)
-        with closing(read):
-            for (k, start, stop), (names, frame, rows) in zip(ranges, read):
-                emb, reasons = finish(rows)
-                arrays = chunk_table(frame, obs, writer.types)
-                writer.write(k, names, arrays, emb, reasons, record["species"])
-                result.cells_written += stop - start
-                if progress:
-                    progress(stop, n, result.dataset_id)
+        done = first
+        for stop in (write_chunks or write_here)(writer, ranges):
+            result.cells_written += stop - done
+            done = stop
+            if progress:
+                progress(stop, n, result.dataset_id)
         n_ok, n_rej = writer.counts()
         if n_ok == 0 and n:
             reasons = _reasons_of(store, writer.dataset_id)
@@ -215,6 +233,8 @@ def _write_dataset(
                 "check the input (and --min-genes)"
             )
         result.n_embedded, result.n_rejected = writer.finish()
+    except IngestInterrupted:
+        raise
     except UceIndexError:
         writer.rollback()
         raise
@@ -467,7 +487,7 @@ def _obs_reasons(h5: H5AD):
     return given
 
 
-def _plan_file(
+def plan_file(
     h5: H5AD,
     dataset_id: str,
     species: str | None,
@@ -554,6 +574,7 @@ def ingest(
     threads: int | None = None,
     progress: Progress | None = None,
     storage_options: dict | None = None,
+    write_chunks: WriteChunks | None = None,
 ) -> IngestReport:
     """Ingest .h5ad files into a store (created if missing), one data set per file.
 
@@ -565,7 +586,8 @@ def ingest(
     file and settings resumes where it stopped. Files are done in order; the first refused
     file raises (its rows are removed; earlier files stay). `threads` threads (default
     `pipeline.default_threads()`, 0 for none) read and sample chunks ahead of the model.
-    storage_options: for a store on object storage, as `Store.open` takes them."""
+    storage_options: for a store on object storage, as `Store.open` takes them.
+    `write_chunks` writes the chunks elsewhere (`uceindex.scale.ingest_on_ray`)."""
     paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     if not paths:
         raise InputDataError("no files to ingest")
@@ -592,7 +614,7 @@ def ingest(
             path = Path(path)
             with H5AD(path) as h5:
                 try:
-                    plan = _plan_file(
+                    plan = plan_file(
                         h5,
                         ds_id,
                         species,
@@ -626,6 +648,7 @@ def ingest(
                         replace=replace,
                         progress=progress,
                         result=result,
+                        write_chunks=write_chunks,
                     )
                 except UceIndexError as exc:
                     raise type(exc)(f"{path.name}: {exc}") from None

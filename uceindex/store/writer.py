@@ -33,7 +33,7 @@ KILL_ENV = "UCEINDEX_TEST_KILL_AT"  # tests: "<point>:<chunk>" makes the writer 
 TMP_SUFFIX = "__uceindex_tmp"  # a column being converted to string
 
 
-def _maybe_die(point: str, chunk: int = -1) -> None:
+def maybe_die(point: str, chunk: int = -1) -> None:
     """Test hook: SIGKILL this process at a named point (begin, rejects, cells, finish)."""
     want = os.environ.get(KILL_ENV)
     if want and want == f"{point}:{chunk}":
@@ -126,7 +126,7 @@ class DatasetWriter:
             self._delete_rows()
             action = "replace"
         self._prepare_columns()
-        _maybe_die("begin", 0)
+        maybe_die("begin", 0)
         self._write_row("running", created_at=None)
         return action
 
@@ -252,47 +252,27 @@ class DatasetWriter:
         reasons: np.ndarray,
         species: str,
     ) -> tuple[int, int]:
-        """Write one chunk: cells with a None reason go to `cells`, others to `rejects`.
-
-        `obs_arrays` are the chunk's obs columns, already typed; `embeddings` (n, D) float32
-        unit rows (anything in rejected rows). Returns (cells written, rejects written)."""
-        rejected = np.asarray([r is not None for r in reasons], dtype=bool)
-        ids = np.char.add(f"{self.dataset_id}/", np.asarray(obs_names, dtype=str)).astype(object)
-        n_rej = int(rejected.sum())
-        if n_rej:
-            rows = pa.table(
-                {
-                    "cell_id": pa.array(ids[rejected], pa.string()),
-                    "dataset_id": pa.array([self.dataset_id] * n_rej, pa.string()),
-                    "obs_name": pa.array(
-                        np.asarray(obs_names, dtype=object)[rejected], pa.string()
-                    ),
-                    "reason": pa.array([str(r) for r in reasons[rejected]], pa.string()),
-                    S.CHUNK: pa.array(np.full(n_rej, chunk, np.int32)),
-                },
-                schema=S.schema(S.REJECTS),
-            )
-            self.store.rejects.add(rows)
-        _maybe_die("rejects", chunk)
-        keep = ~rejected
-        n_ok = int(keep.sum())
-        if n_ok:
-            columns = {
-                "cell_id": pa.array(ids[keep], pa.string()),
-                "dataset_id": pa.array([self.dataset_id] * n_ok, pa.string()),
-                "species": pa.array([species] * n_ok, pa.string()),
-                S.CHUNK: pa.array(np.full(n_ok, chunk, np.int32)),
-            }
-            index = pa.array(np.flatnonzero(keep))
-            for name, array in obs_arrays.items():
-                target = self.types[name]
-                array = array.take(index)
-                columns[name] = array if array.type == target else array.cast(target)
-            columns[S.EMBEDDING] = embedding_array(embeddings[keep])
-            fields = [self.store.cells.schema.field(n) for n in columns]
-            self.store.cells.add(pa.table(columns, schema=pa.schema(fields)))
-        _maybe_die("cells", chunk)
-        return n_ok, n_rej
+        """Write one chunk (`chunk_tables`): its rejects, then its cells.
+        Returns (cells written, rejects written)."""
+        cells, rejects = chunk_tables(
+            self.store.cells.schema,
+            self.dataset_id,
+            chunk,
+            obs_names,
+            obs_arrays,
+            embeddings,
+            reasons,
+            species,
+        )
+        if rejects is not None:
+            self.store.rejects.add(rejects)
+        maybe_die("rejects", chunk)
+        if cells is not None:
+            self.store.cells.add(cells)
+        maybe_die("cells", chunk)
+        return (0 if cells is None else cells.num_rows), (
+            0 if rejects is None else rejects.num_rows
+        )
 
     # -- end ----------------------------------------------------------------------------------
 
@@ -310,7 +290,7 @@ class DatasetWriter:
                 f"{self.dataset_id}: {n_ok} cells and {n_rej} rejects are stored for {expected} "
                 "cells in the file; the store changed during the ingest: run it again with --replace"
             )
-        _maybe_die("finish", 0)
+        maybe_die("finish", 0)
         row = self.store.dataset(self.dataset_id)
         self._write_row("complete", created_at=row["created_at"], n_embedded=n_ok, n_rejected=n_rej)
         self.store.refresh()
@@ -332,6 +312,56 @@ class DatasetWriter:
             if drop and cells.count_rows(" OR ".join(f"`{c}` IS NOT NULL" for c in drop)) == 0:
                 cells.drop_columns(drop)
         self.store.refresh()
+
+
+def chunk_tables(
+    schema: pa.Schema,
+    dataset_id: str,
+    chunk: int,
+    obs_names: np.ndarray,
+    obs_arrays: dict[str, pa.Array],
+    embeddings: np.ndarray,
+    reasons: np.ndarray,
+    species: str,
+) -> tuple[pa.Table | None, pa.Table | None]:
+    """The (cells, rejects) rows of one chunk, None where it has none: cells with a None
+    reason go to `cells` (typed as `schema`, the cells table's), the others to `rejects`.
+
+    `obs_arrays` are the chunk's obs columns, already typed; `embeddings` (n, D) float32
+    unit rows (anything in rejected rows)."""
+    rejected = np.asarray([r is not None for r in reasons], dtype=bool)
+    ids = np.char.add(f"{dataset_id}/", np.asarray(obs_names, dtype=str)).astype(object)
+    n_rej = int(rejected.sum())
+    rejects = None
+    if n_rej:
+        rejects = pa.table(
+            {
+                "cell_id": pa.array(ids[rejected], pa.string()),
+                "dataset_id": pa.array([dataset_id] * n_rej, pa.string()),
+                "obs_name": pa.array(np.asarray(obs_names, dtype=object)[rejected], pa.string()),
+                "reason": pa.array([str(r) for r in reasons[rejected]], pa.string()),
+                S.CHUNK: pa.array(np.full(n_rej, chunk, np.int32)),
+            },
+            schema=S.schema(S.REJECTS),
+        )
+    keep = ~rejected
+    n_ok = int(keep.sum())
+    if not n_ok:
+        return None, rejects
+    columns = {
+        "cell_id": pa.array(ids[keep], pa.string()),
+        "dataset_id": pa.array([dataset_id] * n_ok, pa.string()),
+        "species": pa.array([species] * n_ok, pa.string()),
+        S.CHUNK: pa.array(np.full(n_ok, chunk, np.int32)),
+    }
+    index = pa.array(np.flatnonzero(keep))
+    for name, array in obs_arrays.items():
+        target = schema.field(name).type
+        array = array.take(index)
+        columns[name] = array if array.type == target else array.cast(target)
+    columns[S.EMBEDDING] = embedding_array(embeddings[keep])
+    fields = [schema.field(n) for n in columns]
+    return pa.table(columns, schema=pa.schema(fields)), rejects
 
 
 def settings_json(settings: dict) -> str:
