@@ -10,6 +10,7 @@ from rich.table import Table
 
 from cli.options import (
     DeviceOpt,
+    GeneFilterOpt,
     JsonOpt,
     LayerOpt,
     MinGenesOpt,
@@ -20,7 +21,7 @@ from cli.options import (
 )
 from cli.render import console, handle_errors, print_json, progress_bar
 from uceindex.atomic import written_whole
-from uceindex.io.genes import MIN_GENES
+from uceindex.io.genes import MIN_GENES, GeneFilter
 
 EPILOG = "Example: uceindex embed pbmc.h5ad pbmc_uce.h5ad --species human --model-dir ~/.cache/uceindex/4layer"
 
@@ -42,6 +43,7 @@ def embed(
     device: DeviceOpt = None,
     precision: PrecisionOpt = "auto",
     mode: ModeOpt = "fast",
+    gene_filter: GeneFilterOpt = GeneFilter.PER_CELL,
     json: JsonOpt = False,
 ) -> None:
     """Embed every cell of an .h5ad with UCE; cells that cannot be embedded get a NaN row and a reason."""
@@ -60,6 +62,7 @@ def embed(
             device=device,
             precision=precision,
             mode=mode,
+            gene_filter=gene_filter,
             progress=update,
         )
     with written_whole(output) as scratch:  # never a half-written output
@@ -70,6 +73,7 @@ def embed(
         return
     table = Table(title=f"{input.name} -> {output.name}", show_header=False)
     table.add_row("model", summary["model"])
+    table.add_row("gene filter", summary["gene_filter"])
     table.add_row("cells embedded", f"{summary['embedded']:,} of {summary['cells']:,}")
     genes = summary["genes"]
     table.add_row(

@@ -7,6 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from uceindex.io.genes import GeneFilter
+
 StoreOpt = Annotated[
     Optional[str],
     typer.Option(
@@ -36,6 +38,14 @@ DeviceOpt = Annotated[
 PrecisionOpt = Annotated[str, typer.Option(help="auto (bf16 on GPU), float32 or bfloat16.")]
 ModeOpt = Annotated[
     str, typer.Option(help="fast, or reference to reproduce the reference code's padding.")
+]
+GeneFilterOpt = Annotated[
+    GeneFilter,
+    typer.Option(
+        help="per-cell: a cell's embedding depends on the cell alone; reference: first drop the "
+        "genes detected in fewer than 10 cells of the file, as the official pipeline does "
+        "(to sit beside official or CELLxGENE Census UCE embeddings).",
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 

@@ -9,8 +9,9 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from cli.options import StoreOpt, store_uri
-from cli.render import console, handle_errors, print_json, progress_bar
+from cli.options import GeneFilterOpt, StoreOpt, store_uri
+from cli.render import console, err_console, handle_errors, print_json, progress_bar
+from uceindex.io.genes import GeneFilter
 
 INDEX_EPILOG = "Example: uceindex index --store ./atlas --stats"
 ANNOTATE_EPILOG = (
@@ -136,6 +137,7 @@ def annotate(
         Optional[str],
         typer.Option(help="Device to embed on: cpu, cuda... (default: cuda when available)."),
     ] = None,
+    gene_filter: GeneFilterOpt = GeneFilter.PER_CELL,
     json: Json = False,
 ) -> None:
     """Predict a label for every cell of an .h5ad from its nearest stored cells; flags novel cells."""
@@ -158,6 +160,7 @@ def annotate(
             nprobes=nprobes,
             exact=exact,
             device=device,
+            gene_filter=gene_filter,
             progress=update,
         )
     if out is not None:
@@ -166,6 +169,7 @@ def annotate(
     if json:
         print_json(summary)
         return
+    _warn(summary["warnings"])
     title = f"{input.name}: {summary['cells']:,} cells, {label} from k={k} neighbours" + (
         f" where {where}" if where else ""
     )
@@ -188,6 +192,11 @@ def annotate(
     console.print(line, highlight=False)
     if out is not None:
         console.print(f"wrote {out}", highlight=False)
+
+
+def _warn(warnings: list[str]) -> None:
+    for warning in warnings:
+        err_console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
 
 
 @handle_errors
@@ -243,6 +252,7 @@ def match(
     nprobes: Nprobes = None,
     exact: Exact = False,
     device: Annotated[Optional[str], typer.Option(help="Device to embed on.")] = None,
+    gene_filter: GeneFilterOpt = GeneFilter.PER_CELL,
     json: Json = False,
 ) -> None:
     """Match the labels of query cells of one species to the stored labels of another."""
@@ -266,6 +276,7 @@ def match(
             nprobes=nprobes,
             exact=exact,
             device=device,
+            gene_filter=gene_filter,
             progress=update,
         )
     if out is not None:
@@ -282,9 +293,11 @@ def match(
                 "cells": len(result.cells),
                 "table": result.table.to_dict("records"),
                 "outputs": [str(p) for p in (out, cells_out, plot) if p is not None],
+                "warnings": result.cells.attrs["warnings"],
             }
         )
         return
+    _warn(result.cells.attrs["warnings"])
     best = result.table.drop_duplicates("query_label")  # sorted: each label's top match first
     table = Table(
         title=f"{input.name}: {species} {query_label or label} -> {against} {label} (k={k})"

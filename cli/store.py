@@ -10,6 +10,7 @@ from rich.table import Table
 
 from cli.options import (
     DeviceOpt,
+    GeneFilterOpt,
     JsonOpt,
     LayerOpt,
     MinGenesOpt,
@@ -20,7 +21,7 @@ from cli.options import (
     store_uri,
 )
 from cli.render import console, err_console, handle_errors, print_json, progress_bar
-from uceindex.io.genes import MIN_GENES, MIN_MATCHED_SHARE
+from uceindex.io.genes import MIN_GENES, MIN_MATCHED_SHARE, GeneFilter
 
 INGEST_EPILOG = (
     "Example: uceindex ingest pbmc.h5ad --species human --store ./atlas  "
@@ -65,6 +66,7 @@ def ingest(
     ] = None,
     device: DeviceOpt = None,
     precision: PrecisionOpt = "auto",
+    gene_filter: GeneFilterOpt = GeneFilter.PER_CELL,
     json: JsonOpt = False,
 ) -> None:
     """Embed .h5ad files (or take their obsm embeddings) into a store; re-run the same command to resume."""
@@ -86,6 +88,7 @@ def ingest(
             chunk_cells=chunk_cells,
             device=device,
             precision=precision,
+            gene_filter=gene_filter,
             progress=update,
         )
     data = report.as_dict()

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from uceindex.errors import QueryError
+from uceindex.io.genes import GeneFilter
 from uceindex.search.annotation import K, annotate
 from uceindex.search.index import cells_table
 from uceindex.search.matching import match_matrix, match_table, plot_match
@@ -67,13 +68,14 @@ def match(
     exact: bool = False,
     nprobes: int | None = None,
     device: str | None = None,
+    gene_filter: str | GeneFilter = GeneFilter.PER_CELL,
     progress: Progress | None = None,
 ) -> MatchResult:
     """Match query cells of `species` (an AnnData) against the stored cells of species
     `against`: each query cell gets the best `label` of its k most similar reference cells
     (`annotate` with where "species = against"), then `matching.match_table` /
     `match_matrix` tabulate the query's own labels (obs[query_label], default `label`)
-    against them. store: a Store or a URI."""
+    against them. store: a Store or a URI. `cells.attrs["warnings"]` has annotate's warnings."""
     query_label = query_label or label
     if query_label not in query.obs:
         raise QueryError(
@@ -98,6 +100,7 @@ def match(
             exact=exact,
             nprobes=nprobes,
             device=device,
+            gene_filter=gene_filter,
             progress=progress,
         )
     own = query.obs[query_label].astype(object)
