@@ -18,9 +18,13 @@ from typer.testing import CliRunner
 
 import uceindex
 from cli.main import app
+from tests.reference_code import OFFICIAL_4LAYER, human_like_counts, official_embeddings
+from uceindex.embedding import Embedder
 from uceindex.errors import InputDataError, StoreError
 from uceindex.ingestion import ingest
 from uceindex.io.genes import MIN_CELLS, detected_cells, keep_detected, match_genes
+from uceindex.model.load import UCEModel
+from uceindex.model.tiny import write_tiny_model
 from uceindex.search import annotate, summarise
 from uceindex.service.app import create_app
 from uceindex.store import Store, writer
@@ -167,3 +171,42 @@ def test_the_upload_takes_a_gene_filter_field(per_cell_store, tiny_model_dir):
         assert post("per-cell").json()["summary"]["warnings"] == []
         refused = post("file")
         assert refused.status_code == 400 and "gene_filter" in refused.text
+
+
+# -- against the official pipeline at the official shapes ------------------------------------
+
+FILE_CELLS, FILE_GENES, VOCAB_GENES = 200, 3_000, 2_700
+COMPARED = 6  # cells embedded three times at ~3-5 s a cell a core
+DRIFT = 1.5  # allowed (1 - cosine to the reference) over the reference's own seed-to-seed noise
+
+
+@pytest.fixture(scope="session")
+def official_shapes(tmp_path_factory):
+    """A 200-cell, 3,000-gene human file and a random model in the official formats at the
+    4-layer shapes (d_model 1280, token width 5,120), its vocabulary 2,700 of the genes."""
+    adata = human_like_counts(FILE_CELLS, FILE_GENES)
+    root = tmp_path_factory.mktemp("official_shapes")
+    model_dir = write_tiny_model(
+        root, {"human": list(adata.var_names[:VOCAB_GENES])}, **OFFICIAL_4LAYER
+    )
+    return adata, UCEModel(model_dir)
+
+
+def _cos(a, b):
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def test_reference_filter_stays_within_the_official_pipelines_noise(official_shapes):
+    pytest.importorskip("scanpy")
+    adata, model = official_shapes
+    names, ref = official_embeddings(adata, model, "human", seeds=(0, 1), n_cells=COMPARED)
+    chunks = (adata.X[s : s + 64] for s in range(0, FILE_CELLS, 64))  # as embed streams a file
+    match = keep_detected(match_genes(adata.var, model.vocab("human")), detected_cells(chunks))
+    rows = adata.obs_names.get_indexer(names)
+    embedder = Embedder(model, device="cpu", precision="float32")
+    ours, reasons = embedder.embed_counts(adata.X[rows], match, seed=0)
+    assert (reasons == None).all()  # noqa: E711
+    noise = 1 - _cos(ref[0], ref[1]).mean()
+    drift = 1 - ((_cos(ours, ref[0]) + _cos(ours, ref[1])) / 2).mean()
+    assert 0 < noise < 0.05
+    assert drift <= DRIFT * noise, (drift, noise)
