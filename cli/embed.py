@@ -10,6 +10,7 @@ from rich.table import Table
 
 from cli.options import (
     DeviceOpt,
+    GeneFilterOpt,
     JsonOpt,
     LayerOpt,
     MinGenesOpt,
@@ -19,7 +20,7 @@ from cli.options import (
     SeedOpt,
 )
 from cli.render import console, handle_errors, print_json, progress_bar
-from uceindex.io.genes import MIN_GENES
+from uceindex.io.genes import MIN_GENES, GeneFilter
 from uceindex.model.numerics import DEFAULT_MODE, DEFAULT_PRECISION
 
 EPILOG = "Example: uceindex embed pbmc.h5ad pbmc_uce.h5ad --species human --model-dir ~/.cache/uceindex/4layer"
@@ -42,6 +43,7 @@ def embed(
     device: DeviceOpt = None,
     precision: PrecisionOpt = DEFAULT_PRECISION,
     mode: ModeOpt = DEFAULT_MODE,
+    gene_filter: GeneFilterOpt = GeneFilter.PER_CELL,
     json: JsonOpt = False,
 ) -> None:
     """Embed every cell of an .h5ad with UCE; cells that cannot be embedded get a NaN row and a reason."""
@@ -60,6 +62,7 @@ def embed(
             device=device,
             precision=precision.value,
             mode=mode.value,
+            gene_filter=gene_filter,
             progress=update,
         )
     write_h5ad(adata, output)
@@ -69,6 +72,7 @@ def embed(
         return
     table = Table(title=f"{input.name} -> {output.name}", show_header=False)
     table.add_row("model", summary["model"])
+    table.add_row("gene filter", summary["gene_filter"])
     table.add_row("cells embedded", f"{summary['embedded']:,} of {summary['cells']:,}")
     genes = summary["genes"]
     table.add_row(

@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from uceindex.io.genes import GeneFilter
 from uceindex.model.numerics import MODES, PRECISIONS
 
 
@@ -58,6 +59,14 @@ ModeOpt = Annotated[
     Mode,
     typer.Option(
         help="fast masks padding exactly; reference reproduces the reference code's padding."
+    ),
+]
+GeneFilterOpt = Annotated[
+    GeneFilter,
+    typer.Option(
+        help="per-cell: a cell's embedding depends on the cell alone; reference: first drop the "
+        "genes detected in fewer than 10 cells of the file, as the official pipeline does "
+        "(to sit beside official or CELLxGENE Census UCE embeddings).",
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]

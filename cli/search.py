@@ -13,6 +13,7 @@ from cli.options import (
     DeviceOpt,
     EmbeddingKeyOpt,
     ExactOpt,
+    GeneFilterOpt,
     JsonOpt,
     KOpt,
     LabelOpt,
@@ -25,7 +26,8 @@ from cli.options import (
     storage_options,
     store_uri,
 )
-from cli.render import console, handle_errors, print_json, progress_bar
+from cli.render import console, err_console, handle_errors, print_json, progress_bar
+from uceindex.io.genes import GeneFilter
 from uceindex.search.annotation import K
 from uceindex.search.index import KINDS
 from uceindex.search.query import LABEL
@@ -139,6 +141,7 @@ def annotate(
     nprobes: NprobesOpt = None,
     exact: ExactOpt = False,
     device: DeviceOpt = None,
+    gene_filter: GeneFilterOpt = GeneFilter.PER_CELL,
     json: JsonOpt = False,
 ) -> None:
     """Predict a label for every cell of an .h5ad from its nearest stored cells; flags novel cells."""
@@ -161,6 +164,7 @@ def annotate(
             nprobes=nprobes,
             exact=exact,
             device=device,
+            gene_filter=gene_filter,
             progress=update,
             storage_options=storage_options(storage_option),
         )
@@ -170,6 +174,7 @@ def annotate(
     if json:
         print_json(summary)
         return
+    _warn(summary["warnings"])
     title = f"{input.name}: {summary['cells']:,} cells, {label} from k={k} neighbours" + (
         f" where {where}" if where else ""
     )
@@ -192,6 +197,11 @@ def annotate(
     console.print(line, highlight=False)
     if out is not None:
         console.print(f"wrote {out}", highlight=False)
+
+
+def _warn(warnings: list[str]) -> None:
+    for warning in warnings:
+        err_console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
 
 
 @handle_errors
@@ -257,6 +267,7 @@ def match(
     nprobes: NprobesOpt = None,
     exact: ExactOpt = False,
     device: DeviceOpt = None,
+    gene_filter: GeneFilterOpt = GeneFilter.PER_CELL,
     json: JsonOpt = False,
 ) -> None:
     """Match the labels of query cells of one species to the stored labels of another."""
@@ -280,6 +291,7 @@ def match(
             nprobes=nprobes,
             exact=exact,
             device=device,
+            gene_filter=gene_filter,
             progress=update,
             storage_options=storage_options(storage_option),
         )
@@ -297,9 +309,11 @@ def match(
                 "cells": len(result.cells),
                 "table": result.table.to_dict("records"),
                 "outputs": [str(p) for p in (out, cells_out, plot) if p is not None],
+                "warnings": result.cells.attrs["warnings"],
             }
         )
         return
+    _warn(result.cells.attrs["warnings"])
     table = Table(
         title=f"{input.name}: {species} {query_label or label} -> {against} {label} (k={k})"
     )

@@ -11,6 +11,7 @@ from rich.table import Table
 from cli.options import (
     DeviceOpt,
     EmbeddingKeyOpt,
+    GeneFilterOpt,
     JsonOpt,
     LayerOpt,
     MinGenesOpt,
@@ -24,7 +25,7 @@ from cli.options import (
 )
 from cli.render import console, err_console, handle_errors, print_json, progress_bar
 from uceindex.ingestion import CHUNK_CELLS_OBSM, CHUNK_CELLS_UCE
-from uceindex.io.genes import MIN_GENES, MIN_MATCHED_SHARE
+from uceindex.io.genes import MIN_GENES, MIN_MATCHED_SHARE, GeneFilter
 from uceindex.model.numerics import DEFAULT_PRECISION
 
 INGEST_EPILOG = (
@@ -71,6 +72,7 @@ def ingest(
     ] = None,
     device: DeviceOpt = None,
     precision: PrecisionOpt = DEFAULT_PRECISION,
+    gene_filter: GeneFilterOpt = GeneFilter.PER_CELL,
     workers: Annotated[
         Optional[int],
         typer.Option(help="Embed on a local Ray with N workers (pip install 'uceindex[scale]')."),
@@ -107,6 +109,7 @@ def ingest(
             chunk_cells=chunk_cells,
             device=device,
             precision=precision.value,
+            gene_filter=gene_filter,
             progress=update,
             storage_options=storage_options(storage_option),
             **scale,

@@ -24,6 +24,7 @@ _EXPORTS = {
     # the model and embedding cells
     "embed": "uceindex.embedding",
     "Embedder": "uceindex.embedding",
+    "GeneFilter": "uceindex.io.genes",
     "UCEModel": "uceindex.model.load",
     "load_model": "uceindex.model.load",
     "download_model": "uceindex.model.download",

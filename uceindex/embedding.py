@@ -20,7 +20,11 @@ from uceindex.errors import DeviceMemoryError, InputDataError
 from uceindex.io.counts import check_chunk, find_counts
 from uceindex.io.genes import (
     MIN_GENES,
+    GeneFilter,
     GeneMatch,
+    detected_cells,
+    gene_filter_of,
+    keep_detected,
     match_genes,
     qc_reasons,
     require_enough,
@@ -273,6 +277,7 @@ def embed(
     device: str | None = None,
     precision: str = DEFAULT_PRECISION,
     mode: str = DEFAULT_MODE,
+    gene_filter: str | GeneFilter = GeneFilter.PER_CELL,
     threads: int | None = None,
     progress: Progress | None = None,
 ) -> np.ndarray:
@@ -282,8 +287,11 @@ def embed(
     `adata.obsm["X_uce"]`. A cell that cannot be embedded gets a NaN row and its reason in
     `adata.obs["uce_reject_reason"]`; `adata.uns["uce"]` records the model, seed and counts.
     `threads` threads (default `default_threads()`, 0 for none) read and sample the next
-    chunks while the model runs; the result does not depend on it.
+    chunks while the model runs; the result does not depend on it. `gene_filter="reference"`
+    first drops the genes detected in fewer than 10 cells of `adata` (one extra pass over the
+    counts), as the official pipeline does; the default keeps a cell's embedding its own.
     """
+    gene_filter = gene_filter_of(gene_filter)
     model = model or UCEModel(model_dir)
     vocab = model.vocab(species)
     source = find_counts(adata, layer)
@@ -293,8 +301,11 @@ def embed(
         species,
         top_unmatched=top_unmatched(source.matrix, match, source.var.index.to_numpy()),
     )
-    embedder = Embedder(model, device=device, precision=precision, mode=mode)
     n = adata.n_obs
+    if gene_filter is GeneFilter.REFERENCE:
+        rows = (source.matrix[s : s + CHUNK_CELLS] for s in range(0, n, CHUNK_CELLS))
+        match = keep_detected(match, detected_cells(rows))
+    embedder = Embedder(model, device=device, precision=precision, mode=mode)
     out = np.full((n, model.config.output_dim), np.nan, dtype=np.float32)
     reasons = np.full(n, None, dtype=object)
     if progress:
@@ -330,6 +341,7 @@ def embed(
         "species": species,
         "seed": seed,
         "mode": mode,
+        "gene_filter": gene_filter.value,
         "precision": embedder.precision,
         "counts_from": source.name,
         **{k: v for k, v in report.as_dict().items() if k != "reject_reasons"},

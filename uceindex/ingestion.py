@@ -30,8 +30,13 @@ from uceindex.errors import InputDataError, StoreError, UceIndexError, UnknownSp
 from uceindex.io.counts import check_chunk
 from uceindex.io.ensembl import MAPPED_COLUMN, PACKAGE, add_symbols, needs_symbols
 from uceindex.io.genes import (
+    EXTERNAL,
     MIN_GENES,
     MIN_MATCHED_SHARE,
+    GeneFilter,
+    detected_cells,
+    gene_filter_of,
+    keep_detected,
     match_genes,
     require_enough,
     top_unmatched,
@@ -302,7 +307,7 @@ def ingest_embeddings(
             "embedding_dim": int(embeddings.shape[1]),
             "embedding_source": embedding_source,
             "seed": None,
-            "settings": _settings(cols, chunk_cells=chunk_cells),
+            "settings": _settings(cols, chunk_cells=chunk_cells, gene_filter=EXTERNAL),
             "uceindex_version": uceindex.__version__,
         }
         names = np.asarray(obs.index.astype(str), dtype=object)
@@ -386,8 +391,10 @@ def _plan_uce(
     min_share: float,
     seed: int,
     chunk_cells: int,
+    gene_filter: GeneFilter,
 ) -> _Embeddings:
-    """The model embeds the file's raw counts: they are found, and its genes matched."""
+    """The model embeds the file's raw counts: they are found, and its genes matched (and,
+    with the reference's gene filter, counted over the whole file first)."""
     model = embedder.model
     vocab = model.vocab(species)
     source = h5.find_counts(layer)
@@ -401,6 +408,14 @@ def _plan_uce(
         min_share=min_share,
         top_unmatched=top_unmatched(source.matrix, match, var.index.to_numpy()),
     )
+    if gene_filter is GeneFilter.REFERENCE:
+        n = source.matrix.shape[0]
+        starts = range(0, n, chunk_cells)
+        rows = (
+            _read(lambda s=s: source.matrix.rows(s, min(s + chunk_cells, n)), "counts", h5.path)
+            for s in starts
+        )
+        match = keep_detected(match, detected_cells(rows))
 
     def embed_rows(start: int, stop: int):
         block = _read(lambda: source.matrix.rows(start, stop), f"rows {start}-{stop}", h5.path)
@@ -411,6 +426,7 @@ def _plan_uce(
     settings = {
         "chunk_cells": chunk_cells,
         "counts_from": source.name,
+        "gene_filter": gene_filter.value,
         "genes_from": mapped or match.source,
         "min_genes": min_genes,
         "min_share": min_share,
@@ -458,7 +474,7 @@ def _plan_obsm(h5: H5AD, key: str, model, *, chunk_cells: int) -> _Embeddings:
             reasons = np.where((reasons != None) & pd.notna(given), given, reasons)  # noqa: E711
         return emb, reasons
 
-    settings = {"chunk_cells": chunk_cells, "embedding_key": key}
+    settings = {"chunk_cells": chunk_cells, "embedding_key": key, "gene_filter": EXTERNAL}
     record = {
         "n_genes": None,
         "genes_matched": None,
@@ -500,6 +516,7 @@ def plan_file(
     min_share: float,
     seed: int,
     chunk_cells: int | None,
+    gene_filter: GeneFilter,
 ) -> _Plan:
     """Every check a file can fail before anything is written, and its plan."""
     if h5.n_obs == 0:
@@ -520,6 +537,7 @@ def plan_file(
             min_share=min_share,
             seed=seed,
             chunk_cells=chunk_cells,
+            gene_filter=gene_filter,
         )
     else:
         if model is not None:
@@ -571,6 +589,7 @@ def ingest(
     device: str | None = None,
     precision: str = DEFAULT_PRECISION,
     mode: str = DEFAULT_MODE,
+    gene_filter: str | GeneFilter = GeneFilter.PER_CELL,
     threads: int | None = None,
     progress: Progress | None = None,
     storage_options: dict | None = None,
@@ -587,7 +606,12 @@ def ingest(
     file raises (its rows are removed; earlier files stay). `threads` threads (default
     `pipeline.default_threads()`, 0 for none) read and sample chunks ahead of the model.
     storage_options: for a store on object storage, as `Store.open` takes them.
-    `write_chunks` writes the chunks elsewhere (`uceindex.scale.ingest_on_ray`)."""
+    `write_chunks` writes the chunks elsewhere (`uceindex.scale.ingest_on_ray`).
+
+    `gene_filter="reference"` drops the genes detected in fewer than 10 cells of each file
+    before embedding it, as the official pipeline does (recorded in the data set's settings;
+    pre-embedded data sets record "external")."""
+    gene_filter = gene_filter_of(gene_filter)
     paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     if not paths:
         raise InputDataError("no files to ingest")
@@ -626,6 +650,7 @@ def ingest(
                         min_share=min_share,
                         seed=seed,
                         chunk_cells=chunk_cells,
+                        gene_filter=gene_filter,
                     )
                     if opened is None:  # created only once a file is known to be usable
                         opened = stack.enter_context(

@@ -33,7 +33,7 @@ from uceindex.ingestion import (
     ingest,
     plan_file,
 )
-from uceindex.io.genes import MIN_GENES, MIN_MATCHED_SHARE
+from uceindex.io.genes import MIN_GENES, MIN_MATCHED_SHARE, gene_filter_of
 from uceindex.io.obs import chunk_table
 from uceindex.io.stream import H5AD
 from uceindex.store import options
@@ -147,6 +147,7 @@ def _worker_plan(job: dict, record: dict):
             min_share=job["min_share"],
             seed=job["seed"],
             chunk_cells=job["chunk_cells"],
+            gene_filter=gene_filter_of(job["gene_filter"]),
         )
         if plan.record["settings"] != record["settings"]:
             raise InputDataError(
@@ -313,6 +314,7 @@ def ingest_on_ray(
     device: str | None = None,
     precision: str = "auto",
     mode: str = "fast",
+    gene_filter: str = "per-cell",
     progress: Progress | None = None,
 ) -> IngestReport:
     """`ingestion.ingest` with the chunks embedded and written by Ray workers: a local Ray of
@@ -345,6 +347,7 @@ def ingest_on_ray(
             "device": device,
             "precision": precision,
             "mode": mode,
+            "gene_filter": str(gene_filter_of(gene_filter).value),
             # resolved once here (short names, env, timeouts) for every Lance call of a worker
             "storage_options": _worker_options(store, storage_options),
         }
@@ -366,6 +369,7 @@ def ingest_on_ray(
             device="cpu",
             precision=precision,
             mode=mode,
+            gene_filter=gene_filter,
             threads=0,
             progress=progress,
             write_chunks=_RayChunks(job, gpus, slots),

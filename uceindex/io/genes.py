@@ -1,6 +1,12 @@
-"""Which genes the columns of a data set are, in the model's vocabulary, and the two rules
-on them: a data set needs MIN_MATCHED_SHARE of its genes in the vocabulary, a cell needs
-MIN_GENES expressed vocabulary genes.
+"""Which genes the columns of a data set are, in the model's vocabulary, and the rules on
+them: a data set needs MIN_MATCHED_SHARE of its genes in the vocabulary, a cell needs
+MIN_GENES expressed vocabulary genes, and with the reference's gene filter a gene must be
+detected in MIN_CELLS cells of the file.
+
+The gene filter is a choice (GeneFilter): per cell (the default) a cell's embedding depends
+on the cell alone; `reference` drops the genes detected in fewer than MIN_CELLS cells of the
+whole file before any sentence is drawn, as the reference's `filter_genes(min_cells=10)`
+does, so that embeddings match the official pipeline's (and CELLxGENE Census's).
 
 Symbols are matched case-insensitively (the reference upper-cases them). CELLxGENE files
 keep Ensembl ids in var_names and symbols in var["feature_name"], which is not unique
@@ -12,8 +18,11 @@ rules' defaults when it starts, and its --help should not wait for them.
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import Enum
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -38,9 +47,30 @@ SYMBOL_COLUMNS = (
 ENSEMBL_ID = re.compile(r"^ENS[A-Z]*G\d{6,}(\.\d+)?$")
 MIN_MATCHED_SHARE = 0.10  # refuse a data set when fewer of its genes are in the vocabulary
 MIN_GENES = 25  # a cell needs this many expressed vocabulary genes (reference: filter_cells)
+MIN_CELLS = 10  # with the reference's gene filter, a gene needs this many cells (filter_genes)
 
 REASON_NO_COUNTS = "no counts in genes the model knows"
 REASON_FEW_GENES = "fewer than {n} expressed genes the model knows"
+
+
+class GeneFilter(str, Enum):
+    """Which genes a cell's sentence may draw: its own expressed ones (`per-cell`), or only
+    those detected in MIN_CELLS cells of its file (`reference`, the official pipeline)."""
+
+    PER_CELL = "per-cell"
+    REFERENCE = "reference"
+
+
+EXTERNAL = "external"  # the gene filter recorded for embeddings made outside uceindex
+
+
+def gene_filter_of(value: str | GeneFilter) -> GeneFilter:
+    """`value` as a GeneFilter, or one clear error naming the choices."""
+    try:
+        return GeneFilter(value)
+    except ValueError:
+        choices = ", ".join(f.value for f in GeneFilter)
+        raise InputDataError(f"gene filter {value!r} is not one of {choices}") from None
 
 
 def looks_like_ensembl(names) -> bool:
@@ -75,6 +105,8 @@ class GeneMatch:
     n_input: int
     n_matched_columns: int  # input columns that found a gene
     unmatched: np.ndarray  # input symbols not in the vocabulary
+    gene_filter: GeneFilter = GeneFilter.PER_CELL
+    n_filtered_columns: int = 0  # matched columns the reference's gene filter dropped
 
     @property
     def share(self) -> float:
@@ -87,7 +119,13 @@ class GeneMatch:
             "tokens": len(self.symbols),
             "share_matched": round(self.share, 4),
             "symbols_from": self.source,
+            "gene_filter": self.gene_filter.value,
+            **({"genes_filtered_out": self.n_filtered_columns} if self.filtered else {}),
         }
+
+    @property
+    def filtered(self) -> bool:
+        return self.gene_filter is GeneFilter.REFERENCE
 
 
 def match_genes(var: pd.DataFrame, vocab: SpeciesVocab) -> GeneMatch:
@@ -119,6 +157,45 @@ def match_genes(var: pd.DataFrame, vocab: SpeciesVocab) -> GeneMatch:
         n_input=len(symbols),
         n_matched_columns=len(found),
         unmatched=symbols[position < 0],
+    )
+
+
+def detected_cells(chunks: Iterable) -> np.ndarray:
+    """Per input column, in how many cells it has a count above zero, summed over row chunks
+    (sparse or dense), so that a whole file is counted in flat memory."""
+    import scipy.sparse as sp
+
+    total = None
+    for chunk in chunks:
+        chunk = sp.csr_matrix(chunk)
+        if not chunk.has_canonical_format:
+            chunk = chunk.copy()
+            chunk.sum_duplicates()
+        counted = np.bincount(chunk.indices[chunk.data > 0], minlength=chunk.shape[1])
+        total = counted if total is None else total + counted
+    return np.zeros(0, dtype=np.int64) if total is None else total
+
+
+def keep_detected(match: GeneMatch, detected: np.ndarray, min_cells: int = MIN_CELLS) -> GeneMatch:
+    """`match` restricted to the input columns detected in at least `min_cells` cells: the
+    reference's `filter_genes`, applied before the vocabulary match is summed, as the
+    reference applies it before its vocabulary subset."""
+    import scipy.sparse as sp
+
+    from uceindex.sentences import GeneOrder
+
+    keep = np.asarray(detected) >= min_cells
+    matched = np.asarray(match.combiner.sum(axis=1)).ravel() > 0
+    combiner = sp.csr_matrix(sp.diags(keep.astype(np.float32)) @ match.combiner)
+    combiner.eliminate_zeros()
+    used = np.asarray(combiner.sum(axis=0)).ravel() > 0
+    return dataclasses.replace(
+        match,
+        combiner=sp.csr_matrix(combiner[:, used]),
+        genes=GeneOrder(match.genes.token_rows[used], match.genes.chrom_rows[used]),
+        symbols=match.symbols[used],
+        gene_filter=GeneFilter.REFERENCE,
+        n_filtered_columns=int((matched & ~keep).sum()),
     )
 
 

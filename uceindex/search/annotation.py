@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from uceindex.errors import QueryError
+from uceindex.io.genes import GeneFilter
 from uceindex.search.index import cells_table, describe_index, search_params
 from uceindex.search.neighbours import both, count_cells, knn, sql_name
 from uceindex.search.novelty import novelty_threshold_for
@@ -40,6 +41,7 @@ def annotate(
     exact: bool = False,
     nprobes: int | None = None,
     device: str | None = None,
+    gene_filter: str | GeneFilter = GeneFilter.PER_CELL,
     progress: Progress | None = None,
     storage_options: dict | None = None,
 ) -> pd.DataFrame:
@@ -50,19 +52,21 @@ def annotate(
     array. where: SQL over `cells` columns narrowing the reference (e.g. "tissue = 'lung'");
     cells without a label never vote.
     exact / nprobes: force exact search or the partitions an IVF search probes.
+    gene_filter: how an AnnData query is embedded (io/genes.py GeneFilter).
 
     Returns one row per query cell (index: obs names): predicted, confidence (its
     similarity-weighted vote share), runner_up, runner_up_share, mean_similarity,
     n_neighbours, novel (nullable bool), and with neighbour_ids a `neighbours` column of
     ';'-joined cell ids. Cells that could not be embedded get no prediction (novel NA).
-    frame.attrs has label, k, where, novelty_threshold and the search settings.
+    frame.attrs has label, k, where, novelty_threshold, the search settings and `warnings`
+    (one line each: e.g. query cells embedded with another gene filter than the store's).
     """
     with Store.using(store, storage_options=storage_options) as st:
         cells = cells_table(st)
         check_label(st, label)
         if k < 1:
             raise QueryError(f"k must be at least 1, got {k}")
-        vectors, names = query_vectors(
+        vectors, names, warnings = query_vectors(
             st,
             query,
             species=species,
@@ -70,6 +74,7 @@ def annotate(
             model_dir=model_dir,
             model=model,
             device=device,
+            gene_filter=gene_filter,
             progress=progress,
         )
         reference = both(where, _labelled(cells, label))
@@ -120,6 +125,7 @@ def annotate(
             novelty_threshold=threshold,
             search=params.as_dict(),
             store=st.uri,
+            warnings=warnings,
         )
         return frame
 

@@ -15,6 +15,7 @@ import pandas as pd
 
 from uceindex.atomic import written_whole
 from uceindex.errors import QueryError
+from uceindex.io.genes import GeneFilter
 from uceindex.search.annotation import K, annotate
 from uceindex.search.index import cells_table
 from uceindex.search.matching import best_matches, match_matrix, match_table, plot_match
@@ -80,6 +81,7 @@ def match(
     exact: bool = False,
     nprobes: int | None = None,
     device: str | None = None,
+    gene_filter: str | GeneFilter = GeneFilter.PER_CELL,
     progress: Progress | None = None,
     storage_options: dict | None = None,
 ) -> MatchResult:
@@ -87,7 +89,8 @@ def match(
     `against`: each query cell gets the best `label` of its k most similar reference cells
     (`annotate` with where "species = against"), then `matching.match_table` /
     `match_matrix` tabulate the query's own labels (obs[query_label], default `label`)
-    against them. store: a Store or a URI (storage_options as `Store.open` takes them)."""
+    against them. store: a Store or a URI (storage_options as `Store.open` takes them).
+    `cells.attrs["warnings"]` has annotate's warnings."""
     query_label = query_label or label
     if query_label not in query.obs:
         raise QueryError(
@@ -112,6 +115,7 @@ def match(
             exact=exact,
             nprobes=nprobes,
             device=device,
+            gene_filter=gene_filter,
             progress=progress,
         )
     own = query.obs[query_label].astype(object)

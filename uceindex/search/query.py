@@ -3,16 +3,20 @@
 Query cells are embedded on the fly with the store's own model (refused when the model or
 the embedding width differs from the store's), or taken from an obsm key, or given as an
 array: vectors from another model live in another space, so a search would be meaningless.
+Cells embedded with the other gene filter than the store's (io/genes.py) live in the same
+space, a little apart: that is a one-line warning, not an error.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 
 from uceindex.errors import QueryError, StoreError
+from uceindex.io.genes import EXTERNAL, GeneFilter, gene_filter_of
 from uceindex.store.store import Store
 
 LABEL = "cell_type"  # default label column
@@ -30,6 +34,35 @@ def check_label(store: Store, label: str) -> None:
         )
 
 
+def gene_filters(store: Store) -> dict[str, list[str]]:
+    """The data sets of the store by the gene filter their cells were embedded with: the
+    recorded one, else per cell for the model's own (the only mode before the option) and
+    "external" for pre-embedded ones."""
+    out: dict[str, list[str]] = {}
+    for row in store.datasets().to_dict("records"):
+        settings = json.loads(row.get("settings") or "{}")
+        default = GeneFilter.PER_CELL.value if row.get("embedding_source") == "uce" else EXTERNAL
+        out.setdefault(settings.get("gene_filter", default), []).append(str(row["dataset_id"]))
+    return out
+
+
+def gene_filter_warning(store: Store, used: str | None) -> str | None:
+    """One line when query cells embedded with gene filter `used` meet stored cells the model
+    embedded with the other one; None when they agree (or either is unknown)."""
+    if used not in {f.value for f in GeneFilter}:
+        return None
+    other = {mode: ids for mode, ids in gene_filters(store).items() if mode not in (used, EXTERNAL)}
+    if not other:
+        return None
+    mode, ids = next(iter(other.items()))
+    names = ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
+    return (
+        f"the query cells were embedded with --gene-filter {used} but the store's data sets "
+        f"{names} with --gene-filter {mode}: their embeddings differ a little (docs/embed.md); "
+        f"embed the query with --gene-filter {mode} to compare like with like"
+    )
+
+
 def query_vectors(
     store: Store,
     query,
@@ -39,12 +72,16 @@ def query_vectors(
     model_dir=None,
     model=None,
     device: str | None = None,
+    gene_filter: str | GeneFilter = GeneFilter.PER_CELL,
     progress: Progress | None = None,
-) -> tuple[np.ndarray, pd.Index]:
+) -> tuple[np.ndarray, pd.Index, list[str]]:
     """Query cells -> (vectors (n, D) float32, NaN rows for cells that cannot be searched;
-    their names). `query` is an AnnData or an (n, D) array. An AnnData without
-    embedding_key is embedded here with the store's model (writes its obsm["X_uce"]); the
-    model must be the store's (fingerprint), and the width must be the store's either way."""
+    their names; warnings). `query` is an AnnData or an (n, D) array. An AnnData without
+    embedding_key is embedded here with the store's model and `gene_filter` (writes its
+    obsm["X_uce"]); the model must be the store's (fingerprint), and the width must be the
+    store's either way. A gene filter other than the stored cells' is a warning."""
+    gene_filter = gene_filter_of(gene_filter)
+    used = None  # the gene filter the query's vectors were made with, when known
     info = store.model_info()
     if info is None:
         raise StoreError(f"the store at {store.uri} has no cells yet: ingest a data set first")
@@ -59,6 +96,7 @@ def query_vectors(
             )
         if embedding_key == "X_uce":  # `uceindex embed` recorded which model made it
             made_by = dict(query.uns.get("uce", {})).get("fingerprint")
+            used = dict(query.uns.get("uce", {})).get("gene_filter", GeneFilter.PER_CELL.value)
             if made_by and _known_model(info) and made_by != info["model_fingerprint"]:
                 raise QueryError(
                     f"obsm['X_uce'] was made by model fingerprint {made_by}, the store holds "
@@ -67,7 +105,10 @@ def query_vectors(
                 )
         vectors, names = np.asarray(query.obsm[embedding_key]), query.obs_names
     else:
-        vectors, names = _embed(info, query, species, model_dir, model, device, progress)
+        vectors, names = _embed(
+            info, query, species, model_dir, model, device, gene_filter, progress
+        )
+        used = gene_filter.value
     vectors = np.asarray(vectors, dtype=np.float32)
     if vectors.ndim != 2 or vectors.shape[1] != info["embedding_dim"]:
         width = f"{vectors.shape[1]}-d" if vectors.ndim == 2 else f"of shape {vectors.shape}"
@@ -76,7 +117,8 @@ def query_vectors(
             f"embeddings of {info['model_name']}: use the store's model or the obsm key of "
             "its embeddings"
         )
-    return vectors, pd.Index(names.astype(str))
+    warning = gene_filter_warning(store, used)
+    return vectors, pd.Index(names.astype(str)), [warning] if warning else []
 
 
 def _known_model(info: dict) -> bool:
@@ -86,7 +128,7 @@ def _known_model(info: dict) -> bool:
     )
 
 
-def _embed(info, adata, species, model_dir, model, device, progress):
+def _embed(info, adata, species, model_dir, model, device, gene_filter, progress):
     if not _known_model(info):
         raise QueryError(
             f"the store's embeddings came from {info['model_fingerprint']} (no known model), "
@@ -109,5 +151,7 @@ def _embed(info, adata, species, model_dir, model, device, progress):
             "model directory with --model-dir"
         )
     step = (lambda done, total: progress(done, total, "embedding")) if progress else None
-    vectors = embed(adata, species, model=model, device=device, progress=step)
+    vectors = embed(
+        adata, species, model=model, device=device, gene_filter=gene_filter, progress=step
+    )
     return vectors, adata.obs_names

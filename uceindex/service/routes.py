@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from uceindex import __version__
 from uceindex.errors import InputDataError, QueryError
+from uceindex.io.genes import GeneFilter
 from uceindex.search import annotate as annotate_cells
 from uceindex.search import cell_vector, cells_table, knn, summarise
 from uceindex.search import match as match_cells
@@ -195,6 +196,15 @@ def _form_int(fields: dict, name: str, default: int) -> int:
         raise QueryError(f"form field {name} must be a whole number") from None
 
 
+def _form_gene_filter(fields: dict) -> GeneFilter:
+    value = fields.get("gene_filter") or GeneFilter.PER_CELL.value
+    try:
+        return GeneFilter(value)
+    except ValueError:
+        choices = ", ".join(f.value for f in GeneFilter)
+        raise QueryError(f"form field gene_filter must be one of {choices}") from None
+
+
 def _is_multipart(request: Request) -> bool:
     return request.headers.get("content-type", "").startswith("multipart/form-data")
 
@@ -227,7 +237,8 @@ async def annotate(request: Request, store: StoreDep):
 
     JSON (AnnotateRequest: embeddings) or multipart: `file` (.h5ad) with form fields k,
     label, where, species, embedding_key (without it the cells are embedded with the
-    store's model)."""
+    store's model) and gene_filter (per-cell or reference; the summary's `warnings` say
+    when it is not the stored cells')."""
     if _is_multipart(request):
         adata, fields = await _upload(request)
         k = _form_int(fields, "k", 50)
@@ -242,6 +253,7 @@ async def annotate(request: Request, store: StoreDep):
             species=fields.get("species") or None,
             embedding_key=fields.get("embedding_key") or None,
             model=None if fields.get("embedding_key") else _model(request),
+            gene_filter=_form_gene_filter(fields),
         )
     else:
         body = shapes.AnnotateRequest.model_validate(await _json(request))
@@ -273,7 +285,7 @@ async def match(request: Request, store: StoreDep):
     """Cross-species matching: query cells of one species vs stored cells of `against`.
 
     JSON (MatchRequest) or multipart: `file` (.h5ad) with form fields species, against,
-    label, query_label, k, where, embedding_key."""
+    label, query_label, k, where, embedding_key, gene_filter."""
     import anndata
 
     if _is_multipart(request):
@@ -296,6 +308,7 @@ async def match(request: Request, store: StoreDep):
             where=fields.get("where") or None,
             embedding_key=fields.get("embedding_key") or None,
             model=None if fields.get("embedding_key") else _model(request),
+            gene_filter=_form_gene_filter(fields),
         )
     else:
         body = shapes.MatchRequest.model_validate(await _json(request))
