@@ -5,7 +5,7 @@ Writes a synthetic .h5ad (1,000,000 cells; 100,000 for the memory comparison; 20
 obs columns and a small sparse count matrix (GENES genes, NNZ counts a cell). Then, each in
 a fresh child process so that peak RSS is its own:
   - uceindex: `ingest(path, embedding_key="X_emb")` into a new store (hash, stream, commit);
-  - reference: the reference pipeline's preparation of the same file (UCE_SPEC section 8):
+  - reference: the reference pipeline's preparation of the same file (docs/uce.md §8):
     read X whole, `.toarray()`, write it as a dense int64 memmap (cells x genes x 8 bytes).
 Targets (issue 3): 1M cells under 5 minutes and under 3 GB peak RSS on 2 cores; peak RSS at
 1M within 20% of that at 100k.
