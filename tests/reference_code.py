@@ -92,19 +92,7 @@ def official_embeddings(adata, model, species: str, *, seeds=(0,), n_cells: int)
         dataset_to_starts={"d": vocab.starts[entry]},
     )
     sample = reference_module("eval_data").sample_cell_sentences
-    ref = reference_module("model").TransformerModel(
-        config.token_dim,
-        config.d_model,
-        config.nhead,
-        config.d_hid,
-        config.nlayers,
-        config.output_dim,
-    )
-    ref.pe_embedding = torch.nn.Embedding.from_pretrained(
-        torch.zeros(config.n_tokens, config.token_dim)
-    )
-    ref.load_state_dict(model.network.state_dict(), strict=True)
-    ref.eval()
+    ref = reference_network(config, model.network.state_dict())
     dense = torch.tensor(np.asarray(a.X.todense()), dtype=torch.int64)  # as its memmap holds them
     out = {}
     for seed in seeds:
@@ -119,3 +107,22 @@ def official_embeddings(adata, model, species: str, *, seeds=(0,), n_cells: int)
                 rows.append(ref(x, mask[:, :width])[1])
         out[seed] = torch.cat(rows).numpy()
     return a.obs_names.to_numpy(), out
+
+
+def reference_network(config, state: dict):
+    """The reference's `TransformerModel` at `config`'s sizes with `state` loaded strictly."""
+    import torch
+
+    ref = reference_module("model").TransformerModel(
+        config.token_dim,
+        config.d_model,
+        config.nhead,
+        config.d_hid,
+        config.nlayers,
+        config.output_dim,
+    )
+    ref.pe_embedding = torch.nn.Embedding.from_pretrained(
+        torch.zeros(config.n_tokens, config.token_dim)
+    )
+    ref.load_state_dict(state, strict=True)
+    return ref.eval()

@@ -4,26 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from uce.model import TransformerModel
 
+from tests.reference_code import reference_network
 from uceindex.errors import ModelFilesError
 from uceindex.model.network import PUBLISHED, UCE, published_sizes
 
 
-def _reference(tiny_model_dir, config) -> TransformerModel:
-    ref = TransformerModel(
-        config.token_dim,
-        config.d_model,
-        config.nhead,
-        config.d_hid,
-        config.nlayers,
-        config.output_dim,
-    )
-    ref.pe_embedding = torch.nn.Embedding.from_pretrained(
-        torch.zeros(config.n_tokens, config.token_dim)
-    )
-    ref.load_state_dict(torch.load(tiny_model_dir / "4layer_model.torch"), strict=True)
-    return ref.eval()
+def _reference(tiny_model_dir, config):
+    return reference_network(config, torch.load(tiny_model_dir / "4layer_model.torch"))
 
 
 def _sentences(n_tokens: int, lengths: list[int], seed: int = 0):
