@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -14,6 +17,20 @@ from uceindex.model.tiny import write_tiny_model
 ROOT = Path(__file__).resolve().parents[1]
 PBMC = ROOT / "data" / "pbmc700.h5ad"
 MOUSE_GENES = [f"Gm{i}" for i in range(400)]
+
+
+def cli_killed_at(args: list[str], point: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    """`uceindex ARGS` in a subprocess that SIGKILLs itself at the writer's `point` (KILL_ENV,
+    e.g. "cells:2"): what a kill -9 mid-ingest leaves behind."""
+    from uceindex.store import writer
+
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", *args],
+        cwd=ROOT,
+        env={**os.environ, writer.KILL_ENV: point},
+        capture_output=True,
+        timeout=timeout,
+    )
 
 
 def read_pbmc() -> ad.AnnData:

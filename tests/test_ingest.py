@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import anndata as ad
@@ -18,7 +16,7 @@ from typer.testing import CliRunner
 
 import uceindex
 from cli.main import app
-from tests.conftest import read_pbmc
+from tests.conftest import cli_killed_at, read_pbmc
 from uceindex.errors import InputDataError, StoreError, UnknownSpeciesError
 from uceindex.ingestion import ingest
 from uceindex.io.counts import SAMPLE_ROWS
@@ -256,9 +254,7 @@ def test_sigkill_mid_ingest_then_same_command_resumes(tmp_path):
     uri = tmp_path / "atlas"
     args = ["ingest", str(path), "--species", "human", "--embedding-key", "E"]
     args += ["--chunk-cells", "20", "--json", "--store"]
-    command = [sys.executable, "-m", "cli.main", *args, str(uri)]
-    env = {**os.environ, writer.KILL_ENV: "cells:2"}
-    killed = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, timeout=120)
+    killed = cli_killed_at([*args, str(uri)], "cells:2")
     assert killed.returncode == -9, killed.stderr.decode()[-2000:]
     with Store.open(uri) as store:
         assert store.dataset("pre")["status"] == "running"

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,10 +14,11 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
+from tests.conftest import cli_killed_at
 from tests.test_service import TOKEN, _clusters, _serve
 from uceindex.errors import StoreError
 from uceindex.service.client import Client, ServiceCallError
-from uceindex.store import Store, writer
+from uceindex.store import Store
 from uceindex.store import options as O
 
 boto3 = pytest.importorskip("boto3")
@@ -187,14 +185,7 @@ def test_sigkill_mid_ingest_then_resume_on_s3(s3, tmp_path):
     path = _h5ad(tmp_path / "pre.h5ad", 100, seed=3)
     args = ["ingest", str(path), "--species", "human", "--embedding-key", "emb"]
     args += ["--chunk-cells", "20", "--json", "--store", uri, *_flags(s3)]
-    env = {**os.environ, writer.KILL_ENV: "cells:2"}
-    killed = subprocess.run(
-        [sys.executable, "-m", "cli.main", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        timeout=120,
-    )
+    killed = cli_killed_at(args, "cells:2")
     assert killed.returncode == -9, killed.stderr.decode()[-2000:]
     with Store.open(uri, storage_options=_options(s3)) as store:
         assert store.dataset("pre")["status"] == "running"

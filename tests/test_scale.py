@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +19,7 @@ import torch
 from typer.testing import CliRunner
 
 from cli.main import app
+from tests.conftest import cli_killed_at
 from uceindex.ingestion import IngestInterrupted, ingest
 from uceindex.scale import RAY_KILL_ENV, ingest_on_ray
 from uceindex.store import Store, writer
@@ -173,14 +172,7 @@ def test_cli_sigkill_of_the_driver_then_the_same_command_resumes(clean, small_pb
     uri = tmp_path / "atlas"
     args = ["ingest", str(path), "--species", "human", "--embedding-key", "E"]
     args += ["--chunk-cells", "20", "--workers", "2", "--json", "--store", str(uri)]
-    env = {**os.environ, writer.KILL_ENV: "cells:3"}  # after the commit of chunks 2-3
-    killed = subprocess.run(
-        [sys.executable, "-m", "cli.main", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        timeout=180,
-    )
+    killed = cli_killed_at(args, "cells:3", timeout=180)  # after the commit of chunks 2-3
     assert killed.returncode == -9, killed.stderr.decode()[-2000:]
     with Store.open(uri) as store:
         assert store.dataset("pre")["status"] == "running"
