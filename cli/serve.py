@@ -38,6 +38,14 @@ def serve(
     max_upload_mb: Annotated[
         int, typer.Option(min=1, help="Largest request body or upload, in MiB.")
     ] = Limits.max_upload_bytes >> 20,
+    prewarm: Annotated[
+        bool,
+        typer.Option(
+            "--prewarm",
+            help="Load the vector index into memory before serving: the first queries on "
+            "a store on object storage then skip hundreds of small reads (memory: the index's size).",
+        ),
+    ] = False,
 ) -> None:
     """Serve search, annotate, match and SQL over HTTP (OpenAPI docs at /docs)."""
     import uvicorn
@@ -60,6 +68,7 @@ def serve(
         model_dir=model_dir,
         limits=limits,
         storage_options=storage_options(storage_option),
+        prewarm=prewarm,
     )
     err_console.print(
         f"serving {uri} on http://{host}:{port} (docs at /docs){' with a token' if token else ''}"

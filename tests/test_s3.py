@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import anndata as ad
@@ -178,6 +179,59 @@ def test_python_api_and_the_service_on_s3(s3, tmp_path, monkeypatch):
         proc.terminate()
         _, err = proc.communicate(timeout=20)
     assert SECRET not in err.decode()
+
+
+class _AccessLog(logging.Handler):
+    """The request lines moto's server answers (werkzeug's access log)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+@contextmanager
+def _requests():
+    """The request lines the S3 server answered inside the block."""
+    log, handler = logging.getLogger("werkzeug"), _AccessLog()
+    level, propagate = log.level, log.propagate
+    log.setLevel(logging.INFO)
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        yield handler.lines
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+        log.propagate = propagate
+
+
+def test_prewarm_reads_the_index_once_and_queries_then_read_none_of_it(s3):
+    from uceindex import ingest_embeddings
+    from uceindex.search import annotate, prewarm_index, refresh_index
+
+    uri, opts = f"s3://{BUCKET}/prewarm", _options(s3)
+    obs, emb = _clusters(1000, seed=5)
+    ingest_embeddings(uri, "blood", obs, emb, "human", "m", "fp", storage_options=opts)
+    refresh_index(uri, kind="ivf_flat", partition_size=100, storage_options=opts)
+    queries = _clusters(60, seed=6)[1]
+
+    def index_reads(store) -> int:
+        with _requests() as lines:
+            annotate(store, queries, k=10, novelty=False)
+        return sum("/_indices/" in line for line in lines)
+
+    with Store.open(uri, storage_options=opts) as store:  # lazily: partitions read in use
+        lazy = index_reads(store)
+    with Store.open(uri, storage_options=opts) as store:
+        with _requests() as lines:
+            assert "embedding_idx" in prewarm_index(store)
+        assert 0 < sum("/_indices/" in line for line in lines)
+        assert index_reads(store) == 0 < lazy
+        store.refresh()  # the service moves to new snapshots; the cache outlives that
+        assert index_reads(store) == 0
 
 
 def test_sigkill_mid_ingest_then_resume_on_s3(s3, tmp_path):

@@ -11,7 +11,7 @@ Every verb takes a `Store` or a store URI. No torch here unless a query is embed
 
 from uceindex.search.annotation import annotate, summarise
 from uceindex.search.cross_species import MatchResult, match
-from uceindex.search.index import IndexReport, cells_table, refresh_index
+from uceindex.search.index import IndexReport, cells_table, prewarm_index, refresh_index
 from uceindex.search.neighbours import Neighbours, cell_vector, knn
 from uceindex.search.output import add_to_obs, write_output
 from uceindex.search.recall import RecallReport, index_stats
@@ -26,6 +26,7 @@ __all__ = [
     "write_output",
     "add_to_obs",
     "refresh_index",
+    "prewarm_index",
     "IndexReport",
     "index_stats",
     "RecallReport",

@@ -315,3 +315,21 @@ def refresh_index(
                 action = "refreshed"
         st.refresh()
         return IndexReport(action, describe_index(st.cells), time.perf_counter() - started, scalar)
+
+
+def prewarm_index(store: Store | str | None, *, storage_options: dict | None = None) -> list[str]:
+    """Load the indexes of `cells` (the vector index and the scalar ones filters use) into
+    Lance's cache now, in a few large reads; returns their names.
+
+    Left alone, Lance reads the partitions a query probes on first use, as many small range
+    requests: on object storage the first queries after opening a store then pay hundreds of
+    round trips. A kept-open store (`uceindex serve --prewarm`) pays them once, up front. The
+    cache holds the whole vector index (for IVF_FLAT: every stored vector), so the memory is
+    the index's size. A store without indexes has nothing to load (exact search reads the
+    table itself)."""
+    with Store.using(store, storage_options=storage_options) as st:
+        table = cells_table(st)
+        names = [config.name for config in table.list_indices()]
+        for name in names:
+            table.prewarm_index(name)
+        return names

@@ -15,6 +15,7 @@ from fastapi import Depends, FastAPI, Request
 
 from uceindex import __version__
 from uceindex.errors import InsecureBindError
+from uceindex.search import prewarm_index
 from uceindex.service import routes
 from uceindex.service.deps import StoreView, check_token
 from uceindex.service.errors import add_handlers, error_response
@@ -49,10 +50,14 @@ def create_app(
     model_dir=None,
     limits: Limits = Limits(),
     storage_options: dict | None = None,
+    prewarm: bool = False,
 ) -> FastAPI:
     """The app for one store (`storage_options` as `Store.open` takes them). `token` None
-    means no authentication (loopback use)."""
+    means no authentication (loopback use). prewarm: load the vector index into memory
+    before the first request (`prewarm_index`), for stores on object storage."""
     view = StoreView(store_uri, storage_options)
+    if prewarm:
+        prewarm_index(view.get())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
