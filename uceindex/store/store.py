@@ -207,6 +207,16 @@ class Store:
         self.refresh()
         return H.record(self._db, self._tables, action, detail, dataset_id)
 
+    def resolve(self, as_of: int | str):
+        """The `history.Version` a version number or tag names (StoreError when none)."""
+        self._check_open()
+        return H.resolve(self._db, self.uri, as_of)
+
+    def past(self, as_of: int | str) -> Store:
+        """The store as of a version number or tag, read-only, over this store's connection."""
+        self._check_open()
+        return Store(self.uri, self._db, self.storage_options, as_of=as_of)
+
     def history(self) -> list:
         """The store's versions (`history.Version`), oldest first, with their tags."""
         self._check_open()
