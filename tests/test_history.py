@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from uceindex import SqlSession, annotate, list_versions, similar, tag_version
-from uceindex.errors import StoreError
+from uceindex.errors import InputDataError, StoreError
 from uceindex.ingestion import ingest_embeddings
 from uceindex.search import refresh_index
-from uceindex.store import Store
+from uceindex.store import Store, export_dataset
 from uceindex.store import history as H
 
 DIM = 8
@@ -86,6 +86,9 @@ def test_as_of_a_tag_or_number_reads_every_table_as_it_was(grown):
         _same(_answers(past), before)
     with Store.open(uri, as_of="3") as past:  # b added, a not yet replaced
         assert past.complete_dataset_ids() == ["a", "b"] and past.count() == 350
+        exported = export_dataset(past, "a")
+    assert exported.n_obs == 200
+    assert list(exported.obs["cell_type"]) == list(_clusters(200, seed=0)[0]["cell_type"])
 
 
 def test_versions_say_when_and_what_changed(grown):
@@ -108,7 +111,14 @@ def test_versions_say_when_and_what_changed(grown):
     assert (last["version"], last["action"]) == (5, "index")
     assert last["detail"].startswith("index built")
     refresh_index(uri)  # nothing to do: no new version
-    assert len(list_versions(uri)["versions"]) == 5
+    obs, emb = _clusters(5, seed=4)
+    with pytest.raises(InputDataError):  # every cell refused: the data set is rolled back
+        _put(uri, "bad", obs, np.full_like(emb, np.nan))
+    listed = list_versions(uri)["versions"]
+    assert [(v["version"], v["action"], v["dataset_id"]) for v in listed[4:]] == [
+        (5, "index", None),
+        (6, "rolled back", "bad"),
+    ]
 
 
 def test_a_store_read_as_of_a_version_refuses_every_write(grown):
@@ -134,6 +144,9 @@ def test_tags_are_checked_kept_apart_and_removable(grown):
         ("v1", "already has a tag 'v1'"),
         ("12", "starting with a letter"),
         ("a/b", "starting with a letter"),
+        ("a..b", "single dots"),
+        ("a.lock", "not ending in .lock"),
+        ("a" * 101, "at most 100"),
     ):
         with pytest.raises(StoreError, match=message):
             tag_version(uri, name)
@@ -176,6 +189,8 @@ def test_index_keeps_the_versions_tags_hold(tmp_path, monkeypatch):
     with pytest.raises(StoreError, match="version 4 of the store at .* was cleaned up") as info:
         Store.open(uri, as_of=4)
     assert "tag a version to keep it" in str(info.value)
+    with pytest.raises(StoreError, match="version 4 of the store at .* was cleaned up"):
+        tag_version(uri, "too-late", 4)
     with Store.open(uri) as store:
         assert store.count() == 700
 

@@ -28,7 +28,9 @@ from uceindex.store import schema as S
 HISTORY = "history"
 KEEP_UNTAGGED = dt.timedelta(days=7)  # `prune` removes untagged versions older than this
 NEVER = dt.timedelta(days=36_500)  # an age Lance's optimize() prunes nothing at: `prune` does
-TAG_NAME = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,99}")  # a letter first: never a version number
+# A letter first (never a version number); dots only between parts (Lance's refs rules).
+TAG_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*")
+TAG_MAX = 100
 SNAPSHOT = "snapshot"  # the action of a state recorded because a tag asked for it
 _LANCE_ERRORS = (ValueError, RuntimeError, OSError)  # what lancedb raises for a missing version
 
@@ -201,10 +203,10 @@ def checkout(db, uri: str, as_of: int | str) -> tuple[Version, dict]:
 def tag(db, uri: str, name: str, tables: dict, version: int | None = None) -> Version:
     """Tag version `version` (None: the store's latest state, `tables`, recorded as a version
     when it is not one) as `name`, on each of the store's tables; return that version."""
-    if not TAG_NAME.fullmatch(name or ""):
+    if not TAG_NAME.fullmatch(name or "") or len(name) > TAG_MAX or name.endswith(".lock"):
         raise StoreError(
-            f"tag {name!r}: a tag is letters, digits, '.', '_' or '-', starting with a letter "
-            "(at most 100 characters)"
+            f"tag {name!r}: a tag is letters, digits, '_', '-' and single dots between them, "
+            f"starting with a letter (at most {TAG_MAX} characters, not ending in .lock)"
         )
     if name in _tags(db):
         raise StoreError(
@@ -214,17 +216,20 @@ def tag(db, uri: str, name: str, tables: dict, version: int | None = None) -> Ve
     if version is None:
         target = record(db, tables, SNAPSHOT, "the state of the store when it was tagged")
     else:
-        target = resolve(db, uri, int(version))
+        target, _ = checkout(db, uri, int(version))  # StoreError when it was cleaned up
     created = []
     for table, number in target.tables.items():
         if number is None:
             continue
         try:
             db.open_table(table).tags.create(name, number)
-        except _LANCE_ERRORS:
+        except _LANCE_ERRORS as exc:
             for done in created:
                 db.open_table(done).tags.delete(name)
-            raise _gone(uri, target, table) from None
+            why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StoreError(
+                f"cannot tag version {target.label} of the store at {uri} as {name!r}: {why}"
+            ) from None
         created.append(table)
     return replace(target, tags=tuple(sorted({*target.tags, name})))
 
