@@ -181,6 +181,8 @@ def annotate(
     title = f"{input.name}: {summary['cells']:,} cells, {label} from k={k} neighbours" + (
         f" where {where}" if where else ""
     )
+    if summary.get("as_of") is not None:
+        title += f", store as of version {summary['as_of']}"
     table = Table(title=title)
     for column in ("predicted", "cells", "mean confidence", "novel"):
         table.add_column(column, justify="left" if column == "predicted" else "right")

@@ -77,7 +77,9 @@ def test_as_of_a_tag_or_number_reads_every_table_as_it_was(grown):
     assert now["sql"] != before["sql"]
     assert not now["annotation"]["predicted"].equals(before["annotation"]["predicted"])
     with Store.open(uri, as_of="v1") as past:
-        _same(_answers(past), before)
+        then = _answers(past)
+        _same(then, before)
+        assert then["annotation"].attrs["as_of"] == "2"  # the version read, kept with the result
         assert past.complete_dataset_ids() == ["a"] and past.count() == 200
         assert past.as_of.number == 2 and past.as_of.tags == ("v1",)
         past.refresh()  # a past store stays in the past
