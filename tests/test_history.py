@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from uceindex import SqlSession, annotate, list_versions, similar, tag_version
+from uceindex import SqlSession, annotate, list_versions, match, similar, tag_version
 from uceindex.errors import InputDataError, StoreError
 from uceindex.ingestion import ingest_embeddings
 from uceindex.search import refresh_index
@@ -41,20 +41,30 @@ def _queries() -> np.ndarray:
     return _clusters(30, seed=99)[1]
 
 
+def _mouse() -> ad.AnnData:
+    obs, emb = _clusters(30, seed=98, labels=("T", "B"))
+    adata = ad.AnnData(obs=obs)
+    adata.obsm["emb"] = emb
+    return adata
+
+
 def _answers(store) -> dict:
-    """What a user reads from the store: an annotation, neighbours of a cell, SQL."""
+    """What a user reads from the store: an annotation, neighbours of a cell, a
+    cross-species match, SQL."""
     with SqlSession(store) as sql:
         counts = sql.execute(COUNTS).rows()
+    matched = match(store, _mouse(), species="mouse", against="human", embedding_key="emb", k=10)
     return {
         "annotation": annotate(store, _queries(), k=10),
         "similar": similar(store, "a/c0", 10),
+        "match": matched.table,
         "sql": counts,
     }
 
 
 def _same(got: dict, want: dict) -> None:
-    pd.testing.assert_frame_equal(got["annotation"], want["annotation"])
-    pd.testing.assert_frame_equal(got["similar"], want["similar"])
+    for name in ("annotation", "similar", "match"):
+        pd.testing.assert_frame_equal(got[name], want[name])
     assert got["sql"] == want["sql"]
 
 
@@ -75,6 +85,7 @@ def test_as_of_a_tag_or_number_reads_every_table_as_it_was(grown):
     uri, before = grown
     now = _answers(uri)
     assert now["sql"] != before["sql"]
+    assert not now["match"].equals(before["match"])
     assert not now["annotation"]["predicted"].equals(before["annotation"]["predicted"])
     with Store.open(uri, as_of="v1") as past:
         then = _answers(past)
@@ -221,6 +232,11 @@ def test_cli_versions_tag_and_as_of_reproduce_a_published_answer(tmp_path):
     assert _cli(*query_args, "--out", published)[0] == 0
     sql_before = _cli("sql", COUNTS, "--format", "csv", "--store", store)[1]
     similar_before = _cli("similar", "--cell-id", "a/c0", "--json", "--store", store)[1]
+    mouse = tmp_path / "mouse.h5ad"
+    _mouse().write_h5ad(mouse)
+    match_args = ("match", mouse, "--species", "mouse", "--against", "human", "--k", 10)
+    match_args += ("--embedding-key", "emb", "--json", "--store", store)
+    match_before = json.loads(_cli(*match_args)[1])["table"]
     code, out, _ = _cli("tag", "published", "--store", store)
     assert code == 0 and "tagged published: version 2" in out
 
@@ -250,6 +266,8 @@ def test_cli_versions_tag_and_as_of_reproduce_a_published_answer(tmp_path):
         assert sql_then[1] == sql_before
         similar_args = ("similar", "--cell-id", "a/c0", "--json", "--store", store)
         assert _cli(*similar_args, "--as-of", as_of)[1] == similar_before
+        assert json.loads(_cli(*match_args, "--as-of", as_of)[1])["table"] == match_before
+    assert json.loads(_cli(*match_args)[1])["table"] != match_before
     assert _cli("sql", COUNTS, "--format", "csv", "--store", store)[1] != sql_before
     code, out, _ = _cli("datasets", "--json", "--store", store, "--as-of", "published")
     assert [d["dataset_id"] for d in json.loads(out)["datasets"]] == ["a"]
