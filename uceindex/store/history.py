@@ -156,7 +156,7 @@ def _listing(uri: str) -> str:
 def resolve(db, uri: str, as_of: int | str) -> Version:
     """The version `as_of` names: a version number (1, 2, ...) or a tag."""
     text = str(as_of).strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         known = versions(db)
         number = int(text)
         if not 1 <= number <= len(known):
