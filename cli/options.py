@@ -113,6 +113,25 @@ StorageOpt = Annotated[
 ]
 
 
+AsOfOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--as-of",
+        metavar="VERSION|TAG",
+        help="Read the store as it was at this version or tag (uceindex versions lists them).",
+    ),
+]
+
+
+def opened_store(store: str | None, storage_option: list[str] | None, as_of: str | None = None):
+    """The store of --store, --storage-option and --as-of, opened for the `with` block."""
+    from uceindex.store import Store
+
+    return Store.using(
+        store_uri(store), storage_options=storage_options(storage_option), as_of=as_of
+    )
+
+
 def store_uri(store: str | None) -> str:
     """--store, else the default store."""
     from uceindex.store import default_store_uri

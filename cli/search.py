@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from cli.options import (
+    AsOfOpt,
     DeviceOpt,
     EmbeddingKeyOpt,
     ExactOpt,
@@ -23,7 +24,7 @@ from cli.options import (
     StoreOpt,
     WhereOpt,
     choices,
-    storage_options,
+    opened_store,
     store_uri,
 )
 from cli.render import console, err_console, handle_errors, print_json, progress_bar
@@ -81,9 +82,8 @@ def index(
 ) -> None:
     """Build or refresh the vector index of a store (run it after ingesting); --stats measures its recall."""
     from uceindex.search import index_stats, refresh_index
-    from uceindex.store import Store
 
-    with Store.open(store_uri(store), storage_options=storage_options(storage_option)) as opened:
+    with opened_store(store, storage_option) as opened:
         report = refresh_index(opened, kind.value, rebuild=rebuild, partition_size=partition_size)
         data = report.as_dict()
         if stats:
@@ -142,6 +142,7 @@ def annotate(
     exact: ExactOpt = False,
     device: DeviceOpt = None,
     gene_filter: GeneFilterOpt = GeneFilter.PER_CELL,
+    as_of: AsOfOpt = None,
     json: JsonOpt = False,
 ) -> None:
     """Predict a label for every cell of an .h5ad from its nearest stored cells; flags novel cells."""
@@ -150,9 +151,12 @@ def annotate(
     from uceindex.search import summarise, write_output
 
     adata = read_h5ad(input)
-    with progress_bar("annotating", quiet=json) as update:
+    with (
+        opened_store(store, storage_option, as_of) as opened,
+        progress_bar("annotating", quiet=json) as update,
+    ):
         frame = annotate_cells(
-            store_uri(store),
+            opened,
             adata,
             label=label,
             k=k,
@@ -166,7 +170,6 @@ def annotate(
             device=device,
             gene_filter=gene_filter,
             progress=update,
-            storage_options=storage_options(storage_option),
         )
     if out is not None:
         write_output(frame, out, adata=adata, label=label)
@@ -178,6 +181,8 @@ def annotate(
     title = f"{input.name}: {summary['cells']:,} cells, {label} from k={k} neighbours" + (
         f" where {where}" if where else ""
     )
+    if summary.get("as_of") is not None:
+        title += f", store as of version {summary['as_of']}"
     table = Table(title=title)
     for column in ("predicted", "cells", "mean confidence", "novel"):
         table.add_column(column, justify="left" if column == "predicted" else "right")
@@ -213,20 +218,14 @@ def similar(
     where: WhereOpt = None,
     nprobes: NprobesOpt = None,
     exact: ExactOpt = False,
+    as_of: AsOfOpt = None,
     json: JsonOpt = False,
 ) -> None:
     """List the stored cells most similar to one stored cell."""
     from uceindex.search import similar as find_similar
 
-    frame = find_similar(
-        store_uri(store),
-        cell_id,
-        k,
-        where=where,
-        nprobes=nprobes,
-        exact=exact,
-        storage_options=storage_options(storage_option),
-    )
+    with opened_store(store, storage_option, as_of) as opened:
+        frame = find_similar(opened, cell_id, k, where=where, nprobes=nprobes, exact=exact)
     if json:
         print_json(
             {"cell_id": cell_id, "k": k, "where": where, "neighbours": frame.to_dict("records")}
@@ -268,6 +267,7 @@ def match(
     exact: ExactOpt = False,
     device: DeviceOpt = None,
     gene_filter: GeneFilterOpt = GeneFilter.PER_CELL,
+    as_of: AsOfOpt = None,
     json: JsonOpt = False,
 ) -> None:
     """Match the labels of query cells of one species to the stored labels of another."""
@@ -276,9 +276,12 @@ def match(
     from uceindex.search import write_output
 
     adata = read_h5ad(input)
-    with progress_bar("matching", quiet=json) as update:
+    with (
+        opened_store(store, storage_option, as_of) as opened,
+        progress_bar("matching", quiet=json) as update,
+    ):
         result = run_match(
-            store_uri(store),
+            opened,
             adata,
             species=species,
             against=against,
@@ -293,7 +296,6 @@ def match(
             device=device,
             gene_filter=gene_filter,
             progress=update,
-            storage_options=storage_options(storage_option),
         )
     if out is not None:
         result.write_table(out)

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from cli.options import StorageOpt, StoreOpt, choices, storage_options
+from cli.options import AsOfOpt, StorageOpt, StoreOpt, choices, opened_store
 from cli.render import console, err_console, handle_errors
 from uceindex.errors import QueryError, UceIndexError
 from uceindex.sql import FORMATS
@@ -67,6 +67,7 @@ def sql(
     timeout: Annotated[
         Optional[float], typer.Option(min=0.001, help="Stop a statement after this many seconds.")
     ] = None,
+    as_of: AsOfOpt = None,
 ) -> None:
     """Query the store with DuckDB: views cells, datasets, rejects; similar(cell_id, k) and
     similar_to_vector(vector, k) for the nearest cells. Read-only."""
@@ -77,9 +78,10 @@ def sql(
         raise QueryError(f"--out {out} needs --format csv, json or parquet")
     if fmt == "parquet" and out is None:
         raise QueryError("parquet is binary: give --out FILE.parquet")
-    with SqlSession(
-        store, timeout_s=timeout, storage_options=storage_options(storage_option)
-    ) as session:
+    with (
+        opened_store(store, storage_option, as_of) as opened,
+        SqlSession(opened, timeout_s=timeout) as session,
+    ):
         if statement is None and sys.stdin.isatty():
             shell(session)
             return

@@ -1,4 +1,5 @@
-"""`uceindex ingest`, `uceindex datasets`, `uceindex export`: files into the store and back."""
+"""`uceindex ingest`, `datasets`, `export`: files into the store and back; `versions`, `tag`:
+its history."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import typer
 from rich.table import Table
 
 from cli.options import (
+    AsOfOpt,
     DeviceOpt,
     EmbeddingKeyOpt,
     GeneFilterOpt,
@@ -20,6 +22,7 @@ from cli.options import (
     SeedOpt,
     StorageOpt,
     StoreOpt,
+    opened_store,
     storage_options,
     store_uri,
 )
@@ -34,6 +37,11 @@ INGEST_EPILOG = (
 )
 DATASETS_EPILOG = "Example: uceindex datasets --store ./atlas"
 EXPORT_EPILOG = "Example: uceindex export --store ./atlas --dataset pbmc out.h5ad"
+VERSIONS_EPILOG = "Example: uceindex versions --store ./atlas  (then: uceindex query ... --as-of 3)"
+TAG_EPILOG = (
+    "Example: uceindex tag paper-2026 --store ./atlas  (the latest version; --version 3 for "
+    "another; then: uceindex query new.h5ad --as-of paper-2026 ...)"
+)
 
 
 @handle_errors
@@ -156,12 +164,14 @@ def ingest(
 def datasets(
     store: StoreOpt = None,
     storage_option: StorageOpt = None,
+    as_of: AsOfOpt = None,
     json: JsonOpt = False,
 ) -> None:
     """List the data sets in a store, with the model it is bound to."""
     from uceindex import list_datasets
 
-    data = list_datasets(store_uri(store), storage_options(storage_option))
+    with opened_store(store, storage_option, as_of) as opened:
+        data = list_datasets(opened)
     if json:
         print_json(data)
         return
@@ -191,12 +201,14 @@ def export(
     dataset: Annotated[str, typer.Option("--dataset", help="The data set id to export.")],
     store: StoreOpt = None,
     storage_option: StorageOpt = None,
+    as_of: AsOfOpt = None,
     json: JsonOpt = False,
 ) -> None:
     """Write one data set of a store as .h5ad: its obs columns and obsm['X_uce']."""
     from uceindex import export as run_export
 
-    summary = run_export(store_uri(store), dataset, output, storage_options(storage_option))
+    with opened_store(store, storage_option, as_of) as opened:
+        summary = run_export(opened, dataset, output)
     if json:
         print_json(summary)
         return
@@ -204,5 +216,69 @@ def export(
         f"{summary['cells']:,} cells of {summary['dataset_id']} -> {summary['output']} "
         f"(obsm['{summary['obsm']}'], {summary['embedding_dim']}-d, "
         f"{len(summary['obs_columns'])} obs columns)",
+        highlight=False,
+    )
+
+
+def _when(version: dict) -> str:
+    return version["time"][:19].replace("T", " ") + " UTC" if version["time"] else "-"
+
+
+@handle_errors
+def versions(
+    store: StoreOpt = None,
+    storage_option: StorageOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """List the versions of a store: when, what changed, tags; --as-of VERSION|TAG reads one."""
+    from uceindex import list_versions
+
+    data = list_versions(store_uri(store), storage_options(storage_option))
+    if json:
+        print_json(data)
+        return
+    table = Table(title=f"versions of {data['store']}")
+    for column in ("version", "time", "change", "tags"):
+        table.add_column(column, justify="right" if column == "version" else "left")
+    for v in data["versions"]:
+        table.add_row(str(v["version"]), _when(v), v["detail"], ", ".join(v["tags"]))
+    console.print(table)
+    if not data["versions"]:
+        console.print("no versions recorded yet: the store changes nothing until written")
+
+
+@handle_errors
+def tag(
+    name: Annotated[str, typer.Argument(help="The tag: letters, digits, . _ -; a letter first.")],
+    store: StoreOpt = None,
+    storage_option: StorageOpt = None,
+    version: Annotated[
+        Optional[int],
+        typer.Option(min=1, help="The version to tag (default: the store as it is now)."),
+    ] = None,
+    delete: Annotated[
+        bool, typer.Option("--delete", help="Remove the tag; its versions may be cleaned up.")
+    ] = False,
+    json: JsonOpt = False,
+) -> None:
+    """Tag a version of a store: it is kept for good, and --as-of NAME reads it."""
+    from uceindex import tag_version
+
+    if delete and version is not None:
+        raise typer.BadParameter("--delete takes no --version", param_hint="--version")
+    data = tag_version(
+        store_uri(store),
+        name,
+        version,
+        delete=delete,
+        storage_options=storage_options(storage_option),
+    )
+    if json:
+        print_json(data)
+        return
+    verb = "removed the tag" if delete else "tagged"
+    console.print(
+        f"{verb} {name}: version {data['version']} of {data['store']} "
+        f"({_when(data)}, {data['detail']})",
         highlight=False,
     )

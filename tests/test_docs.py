@@ -25,6 +25,8 @@ PAGES = {
     "uceindex ingest": "ingest.md",
     "uceindex datasets": "ingest.md",
     "uceindex export": "ingest.md",
+    "uceindex versions": "store.md",
+    "uceindex tag": "store.md",
     "uceindex index": "search.md",
     "uceindex annotate": "search.md",
     "uceindex query": "search.md",

@@ -348,3 +348,59 @@ def test_answers_during_an_ingest_and_sees_it_after(server, store, tmp_path):
     assert answered >= 1
     time.sleep(1.2)  # the service moves to a new snapshot at most every second
     assert httpx.get(server + "/health").json()["cells"] == before + 20_000
+
+
+def test_as_of_reads_a_tagged_version_on_every_route(tmp_path):
+    """Answers read before more data sets came (and one was replaced) are given again
+    with ?as_of= the tag or the version number; GET /versions lists the history."""
+    from uceindex import ingest_embeddings, tag_version
+
+    store = tmp_path / "atlas"
+
+    def put(dataset_id, seed, **kw):
+        obs, emb = _clusters(200, seed=seed)
+        if seed:  # later data sets say the opposite
+            obs["cell_type"] = obs["cell_type"].map({"T cell": "B cell", "B cell": "T cell"})
+        ingest_embeddings(str(store), dataset_id, obs, emb, "human", "m", "fp", **kw)
+
+    def answers(client):
+        queries = np.vstack([np.eye(DIM)[0] * 3, np.eye(DIM)[1] * 3])
+        return {
+            "sql": client.sql("SELECT dataset_id, count(*) FROM cells GROUP BY ALL ORDER BY 1"),
+            "search": client.search(cell_ids=["a/c0"], k=5)["results"],
+            "annotate": client.annotate(queries, k=15)["predictions"],
+            "datasets": [d["dataset_id"] for d in client.datasets()],
+            "cell": client.cell("a/c1"),
+        }
+
+    put("a", seed=0)
+    proc, url = _serve(store)
+    try:
+        with Client(url) as client:
+            before = answers(client)
+            before["sql"].pop("elapsed_s")
+            tag_version(str(store), "paper")
+            put("b", seed=1)
+            put("a", seed=2, replace=True)
+            time.sleep(1.2)  # the service's latest snapshot moves at most every second
+            now = answers(client)
+            assert sorted(now["datasets"]) == ["a", "b"] and now["annotate"] != before["annotate"]
+            versions = client.versions()
+            assert [(v["action"], v["tags"]) for v in versions] == [
+                ("created", []),
+                ("added", ["paper"]),
+                ("added", []),
+                ("replaced", []),
+            ]
+        for as_of in ("paper", 2):
+            with Client(url, as_of=as_of) as past:
+                then = answers(past)
+                then["sql"].pop("elapsed_s")
+                assert then == before
+                assert len(past.versions()) == 4
+        r = httpx.post(url + "/sql", params={"as_of": "nope"}, json={"sql": "SELECT 1"})
+        assert r.status_code == 400
+        assert "has no version or tag 'nope'" in r.json()["error"]["message"]
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -39,6 +39,8 @@ _EXPORTS = {
     "export_dataset": "uceindex.store.export",
     "export": "uceindex.store.export",
     "list_datasets": "uceindex.store.store",
+    "list_versions": "uceindex.store.store",
+    "tag_version": "uceindex.store.store",
     # search
     "annotate": "uceindex.search",
     "summarise": "uceindex.search",

@@ -58,7 +58,8 @@ def annotate(
     similarity-weighted vote share), runner_up, runner_up_share, mean_similarity,
     n_neighbours, novel (nullable bool), and with neighbour_ids a `neighbours` column of
     ';'-joined cell ids. Cells that could not be embedded get no prediction (novel NA).
-    frame.attrs has label, k, where, novelty_threshold, the search settings and `warnings`
+    frame.attrs has label, k, where, novelty_threshold, the search settings, `as_of` (the
+    version read, for a store opened as of one) and `warnings`
     (one line each: e.g. query cells embedded with another gene filter than the store's).
     """
     with Store.using(store, storage_options=storage_options) as st:
@@ -125,6 +126,7 @@ def annotate(
             novelty_threshold=threshold,
             search=params.as_dict(),
             store=st.uri,
+            as_of=st.as_of.label if st.as_of is not None else None,  # the version read
             warnings=warnings,
         )
         return frame

@@ -31,6 +31,7 @@ import time
 from dataclasses import asdict, dataclass
 
 from uceindex.errors import QueryError, StoreError
+from uceindex.store import history
 from uceindex.store.schema import EMBEDDING
 from uceindex.store.store import Store, retry_commit
 
@@ -283,9 +284,12 @@ def refresh_index(
     also compacts small fragments), or retrain it when they reach REBUILD_SHARE of the
     indexed rows, when rebuild=True, or when another kind is asked for. kind="flat" drops
     the index. Scalar indexes on filter columns are added where missing. Safe to run again:
-    with nothing new it does nothing. The store is refreshed to the new version."""
+    with nothing new it does nothing. The store is refreshed to the new version, recorded in
+    its history when anything changed. Old versions are cleaned up as `history.prune` does:
+    never one a tag holds."""
     started = time.perf_counter()
     with Store.using(store, storage_options=storage_options) as st:
+        st.check_writable()
         table = cells_table(st)
         state = describe_index(table)
         plan_index(state.n_rows, kind, partition_size)  # checks the arguments
@@ -310,9 +314,15 @@ def refresh_index(
                 action = "rebuilt"
             elif state.unindexed_rows == 0:
                 action = "up to date"
-            else:
-                retry_commit(table.optimize)  # folds new rows into the partitions, compacts
+            else:  # folds new rows into the partitions, compacts; `prune` cleans up
+                retry_commit(table.optimize, cleanup_older_than=history.NEVER)
+                history.prune(table)
                 action = "refreshed"
+        changes = [f"index {action}"] if action not in ("not needed", "up to date") else []
+        if scalar:
+            changes.append(f"scalar indexes on {', '.join(scalar)}")
+        if changes:
+            st.record_version("index", "; ".join(changes))
         st.refresh()
         return IndexReport(action, describe_index(st.cells), time.perf_counter() - started, scalar)
 

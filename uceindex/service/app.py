@@ -78,6 +78,7 @@ def create_app(
     app.state.model_lock = threading.Lock()
     app.state.sql = None  # (store versions, SqlSession) of the latest snapshot
     app.state.sql_lock = threading.Lock()
+    app.state.past_sql = {}  # (table versions) -> SqlSession of a store read as of a version
 
     @app.middleware("http")
     async def _cap_body(request: Request, call_next):

@@ -19,13 +19,21 @@ class ServiceCallError(UceIndexError):
 
 
 class Client:
-    """`Client("http://127.0.0.1:8000", token=...)`; close it or use `with`."""
+    """`Client("http://127.0.0.1:8000", token=...)`; close it or use `with`. as_of: every
+    call reads the store as it was at this version or tag (`?as_of=`)."""
 
     def __init__(
-        self, url: str = "http://127.0.0.1:8000", token: str | None = None, timeout: float = 120.0
+        self,
+        url: str = "http://127.0.0.1:8000",
+        token: str | None = None,
+        timeout: float = 120.0,
+        as_of: int | str | None = None,
     ):
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
+        params = {"as_of": str(as_of)} if as_of is not None else None
+        self._http = httpx.Client(
+            base_url=url.rstrip("/"), headers=headers, params=params, timeout=timeout
+        )
 
     def close(self) -> None:
         self._http.close()
@@ -56,6 +64,10 @@ class Client:
 
     def datasets(self) -> list[dict]:
         return self._call("GET", "/datasets")
+
+    def versions(self) -> list[dict]:
+        """The store's versions, oldest first (what `uceindex versions --json` lists)."""
+        return self._call("GET", "/versions")
 
     def cell(self, cell_id: str, embedding: bool = False) -> dict:
         return self._call("GET", f"/cells/{cell_id}", params={"embedding": embedding})

@@ -2,7 +2,8 @@
 
 Routes declare them as parameters (`store: StoreDep`, `limits: LimitsDep`, `session: SqlDep`);
 the private router depends on `check_token`. `create_app` puts what they read in
-`app.state`: `view` (a StoreView), `token`, `limits`, `sql` (the cached SqlSession).
+`app.state`: `view` (a StoreView), `token`, `limits`, `sql` (the cached SqlSession) and
+`past_sql` (those of versions read with `?as_of=`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import threading
 import time
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 
 from uceindex.service.errors import Unauthorized
 from uceindex.service.limits import Limits
@@ -20,6 +21,7 @@ from uceindex.sql import SqlSession
 from uceindex.store import Store
 
 REFRESH_SECONDS = 1.0  # how stale a request's view of the store may be while ingests run
+PAST_KEPT = 8  # stores (and SQL sessions) of past versions kept open for `?as_of=` requests
 
 
 class StoreView:
@@ -32,6 +34,7 @@ class StoreView:
         self.storage_options = self._store.storage_options
         self._lock = threading.Lock()
         self._refreshed = time.monotonic()
+        self._past: dict[tuple, Store] = {}  # each table's version -> the store read at them
 
     def get(self) -> Store:
         with self._lock:
@@ -40,12 +43,36 @@ class StoreView:
                 self._refreshed = time.monotonic()
             return self._store
 
+    def past(self, as_of: str) -> Store:
+        """The store as of a version or tag, read-only; the last PAST_KEPT stay open. The name
+        is resolved on every call: a tag may have been deleted or made again since."""
+        latest = self.get()
+        with self._lock:
+            version = latest.resolve(as_of)
+            key = tuple(version.tables.items())
+            store = self._past.pop(key, None) or latest.past(as_of)
+            self._past[key] = store  # the most recently used last
+            while len(self._past) > PAST_KEPT:  # not closed: a request may still be using it
+                self._past.pop(next(iter(self._past)))
+            return store
+
     def close(self) -> None:
         self._store.close()
 
 
-def store(request: Request) -> Store:
-    """The store at its latest snapshot (at most REFRESH_SECONDS old)."""
+AsOf = Annotated[
+    str | None,
+    Query(
+        description="Read the store as it was at this version of its history (a number, "
+        "GET /versions lists them) or tag (uceindex tag); the latest when absent."
+    ),
+]
+
+
+def store(request: Request, as_of: AsOf = None) -> Store:
+    """The store at its latest snapshot (at most REFRESH_SECONDS old), or `as_of` a version."""
+    if as_of is not None:
+        return request.app.state.view.past(as_of)
     return request.app.state.view.get()
 
 
@@ -74,6 +101,8 @@ def check_token(request: Request) -> None:
 def sql_session(request: Request, store: StoreDep, limits: LimitsDep) -> SqlSession:
     """One read-only SQL session per store snapshot: a new one once an ingest has committed."""
     state = request.app.state
+    if store.as_of is not None:
+        return _past_sql_session(state, store, limits)
     versions = store.versions()
     with state.sql_lock:
         if state.sql is None or state.sql[0] != versions:
@@ -86,3 +115,16 @@ def sql_session(request: Request, store: StoreDep, limits: LimitsDep) -> SqlSess
 
 
 SqlDep = Annotated[SqlSession, Depends(sql_session)]
+
+
+def _past_sql_session(state, store: Store, limits: Limits) -> SqlSession:
+    """The SQL session of a store read as of a version; the last PAST_KEPT stay open."""
+    key = tuple(sorted(store.versions().items()))
+    with state.sql_lock:
+        session = state.past_sql.pop(key, None) or SqlSession(
+            store, timeout_s=limits.sql_timeout_s, max_rows=limits.max_rows
+        )
+        state.past_sql[key] = session
+        while len(state.past_sql) > PAST_KEPT:  # not closed: a request may still be using it
+            state.past_sql.pop(next(iter(state.past_sql)))
+        return session

@@ -58,6 +58,13 @@ def datasets(store: StoreDep):
     return [_record(r) for r in frame.to_dict(orient="records")]
 
 
+@private.get("/versions", response_model=list[shapes.Version], tags=["store"])
+def versions(store: StoreDep):
+    """The store's versions, oldest first: when, what changed, tags. Any of them (number or
+    tag) can be read with `?as_of=` on the other routes."""
+    return [v.as_dict() for v in store.history()]
+
+
 @private.get("/cells/{cell_id:path}", tags=["store"], response_model=dict)
 def cell(cell_id: str, store: StoreDep, embedding: bool = False):
     """One stored cell's metadata (and its embedding with ?embedding=true)."""

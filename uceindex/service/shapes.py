@@ -21,6 +21,19 @@ class Dataset(BaseModel):
     n_cells: int | None = None
 
 
+class Version(BaseModel):
+    """One version of the store's history (uceindex versions --json)."""
+
+    version: int | None
+    time: str | None
+    action: str
+    dataset_id: str | None
+    detail: str
+    tags: list[str]
+    tables: dict[str, int | None]
+    uceindex_version: str | None
+
+
 class SqlRequest(BaseModel):
     sql: str
     limit: int | None = None

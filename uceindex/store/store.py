@@ -6,7 +6,8 @@ one model: the first data set written creates `cells` with that model's embeddin
 and records the model in the table's schema metadata; later data sets must match it.
 
 Reads see a snapshot: the tables are opened when the store is, and stay at those versions
-(other processes' commits included) until `refresh()`.
+(other processes' commits included) until `refresh()`. Opened `as_of` a version of its history
+(`uceindex.store.history`), a store reads every table as it was then, and refuses writes.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from uceindex.errors import StoreError
+from uceindex.store import history as H
 from uceindex.store import options as O
 from uceindex.store import schema as S
 
@@ -70,13 +72,19 @@ class Store:
     `cells`, `datasets_table` and `rejects` are lancedb tables, or None when absent (`cells`
     appears with the first data set)."""
 
-    def __init__(self, uri: str, db, storage_options: dict | None = None):
+    def __init__(
+        self, uri: str, db, storage_options: dict | None = None, as_of: int | str | None = None
+    ):
         self.uri = uri
         self.storage_options = dict(storage_options or {})  # as resolved; never shown as is
         self._db = db
         self._tables: dict = {}
         self._closed = False
-        self.refresh()
+        self.as_of: H.Version | None = None  # the version read, when opened as of one
+        if as_of is None:
+            self.refresh()
+        else:
+            self.as_of, self._tables = H.checkout(db, uri, as_of)
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -87,14 +95,15 @@ class Store:
         store: Store | str | os.PathLike | None,
         create: bool = False,
         storage_options: dict | None = None,
+        as_of: int | str | None = None,
     ) -> Iterator[Store]:
         """The one way library calls take "a Store or a URI": a Store passed in is used as is
-        and stays open; a URI (or None: `default_store_uri()`) is opened here, with `create`
-        and `storage_options` as `open` takes them, and closed when the block ends."""
+        and stays open; a URI (or None: `default_store_uri()`) is opened here, with `create`,
+        `storage_options` and `as_of` as `open` takes them, and closed when the block ends."""
         if isinstance(store, Store):
             yield store
             return
-        opened = cls.open(store, create=create, storage_options=storage_options)
+        opened = cls.open(store, create=create, storage_options=storage_options, as_of=as_of)
         try:
             yield opened
         finally:
@@ -106,13 +115,16 @@ class Store:
         uri: str | os.PathLike | None = None,
         create: bool = False,
         storage_options: dict | None = None,
+        as_of: int | str | None = None,
     ) -> Store:
         """Open the store at `uri` (default: `default_store_uri()`).
 
         create=True makes the directory and the `datasets`/`rejects` tables as needed; without
         it a missing store raises StoreError. `storage_options` (endpoint, region, keys) are
         for object-store URIs, over $UCEINDEX_STORAGE_OPTIONS (`options.resolve`); a store
-        that cannot be reached fails within seconds, its error free of credentials."""
+        that cannot be reached fails within seconds, its error free of credentials.
+        as_of: a version number of the store's history or a tag; the store is then read as
+        it was at that version, read-only (StoreError when it has no such version)."""
         import lancedb
 
         uri = str(uri) if uri is not None else default_store_uri()
@@ -145,7 +157,8 @@ class Store:
             for name in (S.DATASETS, S.REJECTS):
                 # exist_ok: another process may be creating the same store right now
                 db.create_table(name, schema=S.schema(name), exist_ok=True)
-        return cls(uri, db, options)
+            cls(uri, db, options).record_version("created", "an empty store")
+        return cls(uri, db, options, as_of=as_of)
 
     def close(self) -> None:
         """Release the tables. Idempotent; the store's methods raise StoreError afterwards."""
@@ -164,13 +177,61 @@ class Store:
             raise StoreError(f"the store at {self.uri} is closed")
 
     def refresh(self) -> None:
-        """Move every table to its latest version (a new snapshot)."""
+        """Move every table to its latest version (a new snapshot); a store opened as of a
+        version stays at it."""
         self._check_open()
+        if self.as_of is not None:
+            return
         names = set(self._db.list_tables().tables)
         self._tables = {n: self._db.open_table(n) for n in S.TABLES if n in names}
 
     def __repr__(self) -> str:
-        return f"Store({self.uri!r}{', closed' if self._closed else ''})"  # no options: secrets
+        as_of = f", as_of={self.as_of.label}" if self.as_of is not None else ""
+        return f"Store({self.uri!r}{as_of}{', closed' if self._closed else ''})"  # no options
+
+    # -- history ------------------------------------------------------------------------------
+
+    def check_writable(self) -> None:
+        """StoreError when the store is read as of a version (its past cannot change)."""
+        self._check_open()
+        if self.as_of is not None:
+            raise StoreError(
+                f"the store at {self.uri} is open as of version {self.as_of.label}, which is "
+                "read-only: open it without --as-of (as_of) to change it"
+            )
+
+    def record_version(self, action: str, detail: str, dataset_id: str | None = None):
+        """Record the store's latest state as a version of its history (after a change that
+        left it consistent); returns that `history.Version`. The store is refreshed."""
+        self.check_writable()
+        self.refresh()
+        return H.record(self._db, self._tables, action, detail, dataset_id)
+
+    def resolve(self, as_of: int | str):
+        """The `history.Version` a version number or tag names (StoreError when none)."""
+        self._check_open()
+        return H.resolve(self._db, self.uri, as_of)
+
+    def past(self, as_of: int | str) -> Store:
+        """The store as of a version number or tag, read-only, over this store's connection."""
+        self._check_open()
+        return Store(self.uri, self._db, self.storage_options, as_of=as_of)
+
+    def history(self) -> list:
+        """The store's versions (`history.Version`), oldest first, with their tags."""
+        self._check_open()
+        return H.versions(self._db)
+
+    def tag(self, name: str, version: int | None = None):
+        """Tag a version (None: the latest state) so that it is kept and can be read by name."""
+        self.check_writable()
+        self.refresh()
+        return H.tag(self._db, self.uri, name, self._tables, version)
+
+    def untag(self, name: str):
+        """Remove a tag; the versions it held may then be cleaned up."""
+        self.check_writable()
+        return H.untag(self._db, self.uri, name)
 
     # -- tables -------------------------------------------------------------------------------
 
@@ -266,3 +327,29 @@ def list_datasets(
             "cells": store.count(),
             "datasets": frame.to_dict(orient="records"),
         }
+
+
+def list_versions(
+    store: Store | str | os.PathLike | None, storage_options: dict | None = None
+) -> dict:
+    """What `uceindex versions` shows: the store and its versions, oldest first, each with
+    its time, what changed, its tags and the Lance version of each table."""
+    with Store.using(store, storage_options=storage_options) as store:
+        return {"store": store.uri, "versions": [v.as_dict() for v in store.history()]}
+
+
+def tag_version(
+    store: Store | str | os.PathLike | None,
+    name: str,
+    version: int | None = None,
+    *,
+    delete: bool = False,
+    storage_options: dict | None = None,
+) -> dict:
+    """What `uceindex tag` does: tag `version` (None: the latest state) as `name`, so that it
+    is never cleaned up and `as_of=name` reads it; delete=True removes the tag instead.
+    Returns the version tagged (or untagged) as a dict."""
+    with Store.using(store, storage_options=storage_options) as store:
+        if delete:
+            return {"store": store.uri, "deleted": name, **store.untag(name).as_dict()}
+        return {"store": store.uri, "tagged": name, **store.tag(name, version).as_dict()}

@@ -92,6 +92,7 @@ class DatasetWriter:
     def begin(self) -> str:
         """Decide what to do: "skip" (already complete), "resume" (from `start_chunk`),
         "fresh" or "replace". Nothing is written for "skip"."""
+        self.store.check_writable()
         self.store.refresh()
         rec = self.record
         check_binding(self.store, rec["model_name"], rec["model_fingerprint"], self.dim)
@@ -293,8 +294,16 @@ class DatasetWriter:
         maybe_die("finish", 0)
         row = self.store.dataset(self.dataset_id)
         self._write_row("complete", created_at=row["created_at"], n_embedded=n_ok, n_rejected=n_rej)
-        self.store.refresh()
+        change = self._change()
+        self.store.record_version(
+            change, f"data set {self.dataset_id} {change}: {n_ok:,} cells", self.dataset_id
+        )
         return n_ok, n_rej
+
+    def _change(self) -> str:
+        """ "replaced" when the history's last word on this data set is that it was stored."""
+        said = [v.action for v in self.store.history() if v.dataset_id == self.dataset_id]
+        return "replaced" if said and said[-1] in ("added", "replaced") else "added"
 
     def rollback(self) -> None:
         """Undo this data set after a refused input: its rows, its datasets row and the obs
@@ -311,7 +320,9 @@ class DatasetWriter:
             drop = [c for c in self.added_columns if c in present]
             if drop and cells.count_rows(" OR ".join(f"`{c}` IS NOT NULL" for c in drop)) == 0:
                 cells.drop_columns(drop)
-        self.store.refresh()
+        self.store.record_version(
+            "rolled back", f"data set {self.dataset_id} refused and removed", self.dataset_id
+        )
 
 
 def chunk_tables(
