@@ -21,6 +21,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     # errors
     "UceIndexError": "uceindex.errors",
+    "StoreDamagedError": "uceindex.errors",
     # the model and embedding cells
     "embed": "uceindex.embedding",
     "Embedder": "uceindex.embedding",
@@ -39,6 +40,7 @@ _EXPORTS = {
     "export_dataset": "uceindex.store.export",
     "export": "uceindex.store.export",
     "list_datasets": "uceindex.store.store",
+    "check_store": "uceindex.store.check",
     # search
     "annotate": "uceindex.search",
     "summarise": "uceindex.search",

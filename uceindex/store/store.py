@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from uceindex.errors import StoreError
+from uceindex.store import integrity
 from uceindex.store import options as O
 from uceindex.store import schema as S
 
@@ -92,13 +93,26 @@ class Store:
         and stays open; a URI (or None: `default_store_uri()`) is opened here, with `create`
         and `storage_options` as `open` takes them, and closed when the block ends."""
         if isinstance(store, Store):
-            yield store
+            with store.reading():
+                yield store
             return
         opened = cls.open(store, create=create, storage_options=storage_options)
         try:
-            yield opened
+            with opened.reading():
+                yield opened
         finally:
             opened.close()
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """A Lance error in the block that says a file is missing or garbled becomes one
+        StoreDamagedError line (files on object storage are only found missing when read)."""
+        try:
+            yield
+        except Exception as exc:
+            if integrity.is_damage(exc):
+                raise integrity.read_error(self.uri, exc) from None
+            raise
 
     @classmethod
     def open(
@@ -106,13 +120,15 @@ class Store:
         uri: str | os.PathLike | None = None,
         create: bool = False,
         storage_options: dict | None = None,
+        verify: bool = True,
     ) -> Store:
         """Open the store at `uri` (default: `default_store_uri()`).
 
         create=True makes the directory and the `datasets`/`rejects` tables as needed; without
         it a missing store raises StoreError. `storage_options` (endpoint, region, keys) are
         for object-store URIs, over $UCEINDEX_STORAGE_OPTIONS (`options.resolve`); a store
-        that cannot be reached fails within seconds, its error free of credentials."""
+        that cannot be reached fails within seconds, its error free of credentials. A damaged
+        store raises StoreDamagedError (`verify()`) unless verify=False (`uceindex check`)."""
         import lancedb
 
         uri = str(uri) if uri is not None else default_store_uri()
@@ -136,6 +152,13 @@ class Store:
             names = set(db.list_tables().tables)
         except Exception as exc:  # lancedb raises many types for an unreachable URI
             raise O.open_error(uri, exc, options) from None
+        if S.DATASETS not in names and S.CELLS in names:
+            raise integrity.damaged(
+                uri,
+                "it has a `cells` table but no `datasets` table, so its cells cannot be traced "
+                "to their files and nothing can be added",
+                "ingest the files again into a new --store (Lance has no copy of `datasets`)",
+            )
         if S.DATASETS not in names:
             if not create:
                 raise StoreError(
@@ -145,7 +168,10 @@ class Store:
             for name in (S.DATASETS, S.REJECTS):
                 # exist_ok: another process may be creating the same store right now
                 db.create_table(name, schema=S.schema(name), exist_ok=True)
-        return cls(uri, db, options)
+        store = cls(uri, db, options)
+        if verify:
+            store.verify()
+        return store
 
     def close(self) -> None:
         """Release the tables. Idempotent; the store's methods raise StoreError afterwards."""
@@ -164,10 +190,37 @@ class Store:
             raise StoreError(f"the store at {self.uri} is closed")
 
     def refresh(self) -> None:
-        """Move every table to its latest version (a new snapshot)."""
+        """Move every table to its latest version (a new snapshot). `datasets` is opened first:
+        a data set it records complete has all its rows in the tables opened after it."""
         self._check_open()
         names = set(self._db.list_tables().tables)
-        self._tables = {n: self._db.open_table(n) for n in S.TABLES if n in names}
+        tables = {}
+        for name in (S.DATASETS, S.CELLS, S.REJECTS):
+            if name in names:
+                try:
+                    tables[name] = self._db.open_table(name)
+                except Exception as exc:
+                    if not integrity.is_damage(exc):
+                        raise
+                    raise integrity.read_error(self.uri, exc, name) from None
+        self._tables = tables
+
+    def verify(self, attempts: int = 5) -> None:
+        """Raise StoreDamagedError when a table's files are missing or its rows disagree with
+        `datasets` (`integrity.first_problem`, cheap). A disagreement that another process's
+        commit explains (`datasets` moved on since this snapshot) is checked again, refreshed."""
+        for _ in range(attempts):
+            if S.DATASETS not in self._tables:
+                return
+            with self.reading():
+                problem = integrity.first_problem(self._tables)
+                if problem is None:
+                    return
+                latest = self._db.open_table(S.DATASETS).version
+            if latest == self._tables[S.DATASETS].version:
+                break
+            self.refresh()
+        raise integrity.damaged(self.uri, problem)
 
     def __repr__(self) -> str:
         return f"Store({self.uri!r}{', closed' if self._closed else ''})"  # no options: secrets
