@@ -178,3 +178,79 @@ def test_an_unreadable_index_is_reported_and_dropped(atlas):
     assert not report.ok and "index embedding_idx cannot be read" in report.problems[0]
     fixed = check_store(atlas, repair=True)
     assert fixed.ok and "dropped the unreadable index" in fixed.repaired[-1]
+
+
+# -- two ingests of one data set at once -----------------------------------------------------
+
+
+def test_a_second_ingest_of_a_data_set_being_ingested_is_refused_at_once(pristine, tmp_path):
+    from uceindex.store.lock import ingest_lock
+
+    store = tmp_path / "store"
+    args = commands(pristine, store)["ingest"]
+    assert runner.invoke(app, args).exit_code == 0
+    with ingest_lock(str(store), "a", "/elsewhere/a.h5ad"):
+        result = runner.invoke(app, [*args, "--replace"], env={"COLUMNS": "400"})
+    assert result.exit_code == 1
+    assert "data set 'a' is being ingested into" in result.output
+    assert "from /elsewhere/a.h5ad" in result.output and "Traceback" not in result.output
+    assert runner.invoke(app, [*args, "--replace"]).exit_code == 0  # released with the block
+
+
+def _outcome(path: Path, store: Path) -> str:
+    from uceindex.errors import StoreBusyError
+
+    try:
+        report = ingest(path, species="human", store=store, embedding_key="X_pca", chunk_cells=5)
+    except StoreBusyError as exc:
+        assert "is being ingested into" in str(exc)
+        return "refused"
+    return report.datasets[0].action
+
+
+def _settled(store: Path, outcomes: list[str]) -> None:
+    """One ran; the other was refused while it ran, or found it complete after; rows right."""
+    assert sorted(outcomes) in (["ingested", "refused"], ["ingested", "skipped"]), outcomes
+    with Store.open(store) as opened:
+        assert opened.count("a") == 30 and opened.complete_dataset_ids() == ["a"]
+    assert check_store(store).ok
+
+
+def test_the_same_file_ingested_twice_at_once_has_one_outcome(pristine, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    for attempt in range(3):  # threads: each one's lock is its own open file, as a process's
+        store = tmp_path / f"store{attempt}"
+        with ThreadPoolExecutor(2) as pool:
+            futures = [pool.submit(_outcome, pristine / "a.h5ad", store) for _ in range(2)]
+            _settled(store, [f.result() for f in futures])
+
+
+def test_two_processes_started_at_once(pristine, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    store = tmp_path / "store"
+    args = commands(pristine, store)["ingest"] + ["--chunk-cells", "5", "--json"]
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "cli.main", *args],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outcomes = []
+    for run in runs:
+        out, err = run.communicate(timeout=240)
+        assert "Traceback" not in err
+        if run.returncode:
+            assert run.returncode == 1 and "is being ingested into" in err, err
+            outcomes.append("refused")
+        else:
+            outcomes.append(json.loads(out)["datasets"][0]["action"])
+    _settled(store, outcomes)

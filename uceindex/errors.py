@@ -38,6 +38,12 @@ class StoreDamagedError(StoreError):
     http_status = 409
 
 
+class StoreBusyError(StoreError):
+    """Another process is ingesting the same data set into the store right now."""
+
+    http_status = 409
+
+
 class QueryError(UceIndexError):
     """A search, annotation or SQL request is malformed or not allowed."""
 

@@ -89,7 +89,17 @@ class _Table:
                 if version is not None:
                     found[version] = path
             return found
-        return {v["version"]: None for v in self._open(None).versions()}
+        try:
+            return {v["version"]: None for v in self._open(None).versions()}
+        except Exception as exc:
+            if not integrity.is_damage(exc):
+                raise
+            raise integrity.damaged(
+                self.uri,
+                f"the versions of `{self.name}` cannot be listed ({_short(exc)})",
+                "delete its unreadable manifest by hand (object storage), then run "
+                "`uceindex check --repair`",
+            ) from None
 
     def _open(self, version: int | None):
         import lance
@@ -243,8 +253,8 @@ def _latest(table: _Table, deep: bool = True) -> Version | None:
 def _examine(uri: str, tables: dict[str, _Table]) -> CheckReport:
     if S.DATASETS not in tables:
         problem = (
-            "it has a `cells` table but no `datasets` table: its cells cannot be traced to "
-            "their files; ingest the files again into a new store"
+            "Lance holds no readable version of its `datasets` table: what it holds cannot be "
+            "traced to its files; ingest the files again into a new store"
         )
         return CheckReport(uri, False, [problem], {}, [], [])
     states = {name: _latest(t) for name, t in tables.items()}

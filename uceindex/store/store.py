@@ -27,6 +27,7 @@ from uceindex.store import schema as S
 STORE_ENV = "UCEINDEX_STORE"  # default store URI, set once by the user
 DEFAULT_STORE = "~/.local/share/uceindex/atlas"  # used when UCEINDEX_STORE is unset
 COMMIT_RETRIES = 20  # attempts for an update/delete that meets a concurrent commit
+OPEN_RETRIES = 20  # attempts to open a table another process is creating
 
 
 def default_store_uri() -> str:
@@ -194,16 +195,23 @@ class Store:
         a data set it records complete has all its rows in the tables opened after it."""
         self._check_open()
         names = set(self._db.list_tables().tables)
-        tables = {}
-        for name in (S.DATASETS, S.CELLS, S.REJECTS):
-            if name in names:
-                try:
-                    tables[name] = self._db.open_table(name)
-                except Exception as exc:
-                    if not integrity.is_damage(exc):
-                        raise
-                    raise integrity.read_error(self.uri, exc, name) from None
-        self._tables = tables
+        order = (S.DATASETS, S.CELLS, S.REJECTS)
+        self._tables = {n: self._open_table(n) for n in order if n in names}
+
+    def _open_table(self, name: str):
+        """A listed table; one listed while another process creates it has its directory but
+        not yet its first manifest, and is waited for (a second at most)."""
+        for attempt in range(OPEN_RETRIES):
+            try:
+                return self._db.open_table(name)
+            except Exception as exc:
+                being_made = "was not found" in str(exc)
+                if being_made and attempt < OPEN_RETRIES - 1:
+                    time.sleep(0.05)
+                    continue
+                if not (being_made or integrity.is_damage(exc)):
+                    raise
+                raise integrity.read_error(self.uri, exc, name) from None
 
     def verify(self, attempts: int = 5) -> None:
         """Raise StoreDamagedError when a table's files are missing or its rows disagree with
