@@ -79,6 +79,8 @@ def commands(pristine: Path, store: Path) -> dict[str, list[str]]:
             *s,
         ],
         "sql": ["sql", "SELECT count(*) FROM cells", *s],
+        "export": ["export", str(store.parent / "out.h5ad"), "--dataset", "a", *s],
+        "serve": ["serve", *s],
     }
 
 
@@ -98,7 +100,12 @@ DAMAGE = {
 
 
 @pytest.mark.parametrize("damage", list(DAMAGE))
-def test_every_command_says_in_one_line_that_the_store_is_damaged(damage, pristine, atlas):
+def test_every_command_says_in_one_line_that_the_store_is_damaged(
+    damage, pristine, atlas, monkeypatch
+):
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: None)  # serve: up to the start
     DAMAGE[damage](atlas)
     for name, args in commands(pristine, atlas).items():
         result = runner.invoke(app, args, env={"COLUMNS": "400"})
@@ -119,6 +126,18 @@ def test_a_lost_manifest_is_named_not_served(atlas):
         r"complete ingest recorded 30",
     ):
         Store.open(atlas)
+
+
+def test_a_served_store_damaged_while_serving_is_refused(atlas, monkeypatch):
+    from uceindex.service import deps
+
+    monkeypatch.setattr(deps, "REFRESH_SECONDS", 0.0)
+    view = deps.StoreView(str(atlas))
+    assert view.get().count() == 60
+    manifests(atlas, "cells")[0].unlink()
+    with pytest.raises(StoreDamagedError, match="holds 20 rows of data set b"):
+        view.get()
+    view.close()
 
 
 def test_intact_store_checks_clean(atlas):

@@ -24,7 +24,8 @@ REFRESH_SECONDS = 1.0  # how stale a request's view of the store may be while in
 
 class StoreView:
     """The service's store, moved to the latest snapshot at most every REFRESH_SECONDS, so
-    answers include what a running ingest has committed."""
+    answers include what a running ingest has committed; a snapshot that moved is verified
+    (`Store.verify`), so a store damaged while served is refused, not served from what is left."""
 
     def __init__(self, uri: str, storage_options: dict | None = None):
         self.uri = uri
@@ -36,7 +37,10 @@ class StoreView:
     def get(self) -> Store:
         with self._lock:
             if time.monotonic() - self._refreshed > REFRESH_SECONDS:
+                seen = self._store.versions()
                 self._store.refresh()
+                if self._store.versions() != seen:
+                    self._store.verify()
                 self._refreshed = time.monotonic()
             return self._store
 

@@ -134,17 +134,12 @@ def first_problem(tables: dict) -> str | None:
     """The cheap check of an opened snapshot (`tables`: name -> lancedb table): files present,
     rows as recorded. None when it holds; else what is wrong, in words."""
     for name, table in tables.items():
-        bad = missing_files(table.to_lance())
+        local = Path(str(getattr(table, "_dataset_uri", ""))).is_dir()
+        bad = missing_files(table.to_lance()) if local else []
         if bad:
             return f"{len(bad)} file(s) of table `{name}` are missing or truncated ({bad[0]})"
-    datasets = (
-        tables[S.DATASETS]
-        .search()
-        .select(["dataset_id", "status", "n_cells", "n_embedded", "n_rejected"])
-        .limit(None)
-        .to_arrow()
-        .to_pylist()
-    )
+    columns = ["dataset_id", "status", "n_cells", "n_embedded", "n_rejected"]
+    datasets = tables[S.DATASETS].to_arrow().select(columns).to_pylist()
     for name, column in ((S.CELLS, "n_embedded"), (S.REJECTS, "n_rejected")):
         table = tables.get(name)
         total = table.count_rows() if table is not None else 0
