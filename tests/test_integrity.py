@@ -273,3 +273,14 @@ def test_two_processes_started_at_once(pristine, tmp_path):
         else:
             outcomes.append(json.loads(out)["datasets"][0]["action"])
     _settled(store, outcomes)
+
+
+def test_a_file_lost_after_the_store_opened_is_one_line_when_read(pristine, atlas):
+    """What object storage gives (no `stat` there): the file is found missing when read."""
+    from uceindex import similar
+
+    with Store.open(atlas) as store:
+        for path in data_files(atlas, "cells"):
+            path.unlink()
+        with pytest.raises(StoreDamagedError, match="table `cells` cannot be read .*Not found"):
+            similar(store, f"a/{_first_cell(pristine)}", exact=True)

@@ -78,7 +78,7 @@ class _Table:
         self.uri = _table_uri(uri, name)
         self.options = options or None
         self.local = _local_path(self.uri) if _is_local(uri) else None
-        self._seen: dict[int, Version] = {}
+        self._seen: dict[tuple[int, bool], Version] = {}
 
     def manifests(self) -> dict[int, Path | None]:
         """Version -> its manifest file (local), or None (object storage, from Lance)."""
@@ -96,7 +96,7 @@ class _Table:
                 raise
             raise integrity.damaged(
                 self.uri,
-                f"the versions of `{self.name}` cannot be listed ({_short(exc)})",
+                f"the versions of `{self.name}` cannot be listed ({integrity.lance_message(exc)})",
                 "delete its unreadable manifest by hand (object storage), then run "
                 "`uceindex check --repair`",
             ) from None
@@ -120,7 +120,7 @@ class _Table:
         except Exception as exc:
             if not integrity.is_damage(exc):
                 raise
-            found.problem = _short(exc)
+            found.problem = integrity.lance_message(exc)
         self._seen[key] = found
         return found
 
@@ -147,10 +147,6 @@ class _Table:
             found.indexes = _indexes(ds)
 
 
-def _short(exc: BaseException) -> str:
-    return integrity.lance_message(exc)
-
-
 def _indexes(ds) -> list[dict]:
     """Each index of the cells table: rows it covers and rows it does not, or why it fails."""
     os.environ.setdefault("LANCE_INCLUDE_VECTOR_CENTROIDS", "false")
@@ -167,7 +163,9 @@ def _indexes(ds) -> list[dict]:
         except Exception as exc:
             if not integrity.is_damage(exc):
                 raise
-            entry.update(indexed_rows=None, unindexed_rows=None, problem=_short(exc))
+            entry.update(
+                indexed_rows=None, unindexed_rows=None, problem=integrity.lance_message(exc)
+            )
         out.append(entry)
     return out
 
