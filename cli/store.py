@@ -36,6 +36,7 @@ INGEST_EPILOG = (
     "(or --embedding-key X_uce to store embeddings already in the file)"
 )
 DATASETS_EPILOG = "Example: uceindex datasets --store ./atlas"
+CHECK_EPILOG = "Example: uceindex check --store ./atlas --repair"
 EXPORT_EPILOG = "Example: uceindex export --store ./atlas --dataset pbmc out.h5ad"
 VERSIONS_EPILOG = "Example: uceindex versions --store ./atlas  (then: uceindex query ... --as-of 3)"
 TAG_EPILOG = (
@@ -282,3 +283,71 @@ def tag(
         f"({_when(data)}, {data['detail']})",
         highlight=False,
     )
+
+
+@handle_errors
+def check(
+    store: StoreOpt = None,
+    storage_option: StorageOpt = None,
+    repair: Annotated[
+        bool,
+        typer.Option(
+            "--repair", help="Restore each table to the store's newest consistent version."
+        ),
+    ] = False,
+    json: JsonOpt = False,
+) -> None:
+    """Verify a whole store: tables readable, rows per data set as recorded, model, indexes."""
+    from uceindex import check_store
+
+    report = check_store(
+        store_uri(store), repair=repair, storage_options=storage_options(storage_option)
+    )
+    data = report.as_dict()
+    if json:
+        print_json(data)
+    else:
+        _render_check(data)
+    if not data["ok"]:
+        raise typer.Exit(1)
+
+
+def _render_check(data: dict) -> None:
+    tables = Table(title=f"check of {data['store']}")
+    for column in ("table", "version", "rows", "readable"):
+        tables.add_column(column)
+    for name, t in data["tables"].items():
+        tables.add_row(name, str(t["version"]), f"{t['rows']:,}", "yes" if t["readable"] else "NO")
+    console.print(tables)
+    if data["datasets"]:
+        sets = Table()
+        for column in ("data set", "status", "cells", "embedded (stored)", "rejected (stored)"):
+            sets.add_column(column)
+        for d in data["datasets"]:
+            (emb, rej), (have_emb, have_rej) = d["recorded"], d["stored"]
+            sets.add_row(
+                d["dataset_id"],
+                d["status"],
+                f"{d['n_cells']:,}",
+                f"{'-' if emb is None else f'{emb:,}'} ({have_emb:,})",
+                f"{'-' if rej is None else f'{rej:,}'} ({have_rej:,})",
+            )
+        console.print(sets)
+    for i in data["indexes"]:
+        covered = (
+            f"{i['indexed_rows']:,} rows indexed, {i['unindexed_rows']:,} not"
+            if i["problem"] is None
+            else "unreadable"
+        )
+        console.print(f"index {i['name']} ({i['type']}): {covered}", highlight=False)
+    for line in data["repaired"]:
+        console.print(f"repaired: {line}", highlight=False)
+    for line in data["notes"]:
+        console.print(f"note: {line}", highlight=False)
+    for line in data["problems"]:
+        err_console.print(f"[red]problem:[/red] {line}", highlight=False, soft_wrap=True)
+    if data["ok"]:
+        console.print("the store is consistent", highlight=False)
+    elif data["problems"]:
+        hint = "" if data["repaired"] else f" (uceindex check --store {data['store']} --repair)"
+        err_console.print(f"the store is damaged{hint}", highlight=False)

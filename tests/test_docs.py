@@ -27,6 +27,7 @@ PAGES = {
     "uceindex export": "ingest.md",
     "uceindex versions": "store.md",
     "uceindex tag": "store.md",
+    "uceindex check": "store.md",
     "uceindex index": "search.md",
     "uceindex annotate": "search.md",
     "uceindex query": "search.md",

@@ -21,6 +21,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     # errors
     "UceIndexError": "uceindex.errors",
+    "StoreDamagedError": "uceindex.errors",
     # the model and embedding cells
     "embed": "uceindex.embedding",
     "Embedder": "uceindex.embedding",
@@ -41,6 +42,7 @@ _EXPORTS = {
     "list_datasets": "uceindex.store.store",
     "list_versions": "uceindex.store.store",
     "tag_version": "uceindex.store.store",
+    "check_store": "uceindex.store.check",
     # search
     "annotate": "uceindex.search",
     "summarise": "uceindex.search",

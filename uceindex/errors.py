@@ -31,6 +31,19 @@ class StoreError(UceIndexError):
     """The store cannot take this operation (wrong model, missing table, bad state)."""
 
 
+class StoreDamagedError(StoreError):
+    """A table of the store cannot be read, or its rows disagree with what `datasets` recorded;
+    `uceindex check --store S --repair` brings it back to its last consistent version."""
+
+    http_status = 409
+
+
+class StoreBusyError(StoreError):
+    """Another process is ingesting the same data set into the store right now."""
+
+    http_status = 409
+
+
 class QueryError(UceIndexError):
     """A search, annotation or SQL request is malformed or not allowed."""
 

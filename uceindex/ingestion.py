@@ -47,6 +47,7 @@ from uceindex.model.files import TRAINING_SPECIES
 from uceindex.model.numerics import DEFAULT_MODE, DEFAULT_PRECISION
 from uceindex.pipeline import ahead, default_threads
 from uceindex.store import schema as S
+from uceindex.store.lock import ingest_lock
 from uceindex.store.store import Store, sql_string
 from uceindex.store.writer import DatasetWriter, settings_json
 from uceindex.vectors import unit_rows
@@ -321,9 +322,17 @@ def ingest_embeddings(
 
         result = DatasetResult(dataset_id, None, "ingested", n_cells=len(obs))
         result.embedding_source = embedding_source
-        _write_dataset(
-            store, record, cols, chunks, chunk_cells, replace=replace, progress=None, result=result
-        )
+        with ingest_lock(store.uri, dataset_id, None):
+            _write_dataset(
+                store,
+                record,
+                cols,
+                chunks,
+                chunk_cells,
+                replace=replace,
+                progress=None,
+                result=result,
+            )
         return result.as_dict()
 
 
@@ -656,25 +665,26 @@ def ingest(
                         opened = stack.enter_context(
                             Store.using(store, create=True, storage_options=storage_options)
                         )
-                    if progress:
-                        progress(0, h5.n_obs, f"{ds_id}: hashing")
-                    plan.record["content_hash"] = file_hash(path)
-                    result = DatasetResult(ds_id, str(path), "ingested", n_cells=h5.n_obs)
-                    result.embedding_source = plan.record["embedding_source"]
-                    result.genes = plan.genes
-                    _write_dataset(
-                        opened,
-                        plan.record,
-                        plan.obs,
-                        plan.chunks,
-                        plan.chunk_cells,
-                        finish=plan.finish,
-                        threads=threads,
-                        replace=replace,
-                        progress=progress,
-                        result=result,
-                        write_chunks=write_chunks,
-                    )
+                    with ingest_lock(opened.uri, ds_id, str(path.resolve())):
+                        if progress:
+                            progress(0, h5.n_obs, f"{ds_id}: hashing")
+                        plan.record["content_hash"] = file_hash(path)
+                        result = DatasetResult(ds_id, str(path), "ingested", n_cells=h5.n_obs)
+                        result.embedding_source = plan.record["embedding_source"]
+                        result.genes = plan.genes
+                        _write_dataset(
+                            opened,
+                            plan.record,
+                            plan.obs,
+                            plan.chunks,
+                            plan.chunk_cells,
+                            finish=plan.finish,
+                            threads=threads,
+                            replace=replace,
+                            progress=progress,
+                            result=result,
+                            write_chunks=write_chunks,
+                        )
                 except UceIndexError as exc:
                     raise type(exc)(f"{path.name}: {exc}") from None
             report.datasets.append(result)

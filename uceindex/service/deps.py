@@ -26,7 +26,8 @@ PAST_KEPT = 8  # stores (and SQL sessions) of past versions kept open for `?as_o
 
 class StoreView:
     """The service's store, moved to the latest snapshot at most every REFRESH_SECONDS, so
-    answers include what a running ingest has committed."""
+    answers include what a running ingest has committed; a snapshot that moved is verified
+    (`Store.verify`), so a store damaged while served is refused, not served from what is left."""
 
     def __init__(self, uri: str, storage_options: dict | None = None):
         self.uri = uri
@@ -39,7 +40,10 @@ class StoreView:
     def get(self) -> Store:
         with self._lock:
             if time.monotonic() - self._refreshed > REFRESH_SECONDS:
+                seen = self._store.versions()
                 self._store.refresh()
+                if self._store.versions() != seen:
+                    self._store.verify()
                 self._refreshed = time.monotonic()
             return self._store
 

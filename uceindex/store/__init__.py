@@ -14,6 +14,11 @@ Reads that take a Store or a URI: `list_datasets(store)` (what `uceindex dataset
 `export_dataset(store, dataset_id) -> AnnData` (obs + obsm["X_uce"]) and
 `uceindex.store.export.export(store, dataset_id, out)`, which writes it as .h5ad.
 
+Every open checks the store cheaply (`integrity`: files present, rows as `datasets` recorded)
+and refuses a damaged one (StoreDamagedError); `check.check_store(uri, repair=False)` examines
+it whole and restores its newest consistent version; `lock.ingest_lock` lets one ingest of a
+data set run at a time.
+
 Writing is `uceindex.ingestion` (`ingest`, `ingest_embeddings`), over the exactly-once
 protocol of `uceindex.store.writer`.
 """

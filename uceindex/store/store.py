@@ -22,12 +22,14 @@ import pandas as pd
 
 from uceindex.errors import StoreError
 from uceindex.store import history as H
+from uceindex.store import integrity
 from uceindex.store import options as O
 from uceindex.store import schema as S
 
 STORE_ENV = "UCEINDEX_STORE"  # default store URI, set once by the user
 DEFAULT_STORE = "~/.local/share/uceindex/atlas"  # used when UCEINDEX_STORE is unset
 COMMIT_RETRIES = 20  # attempts for an update/delete that meets a concurrent commit
+OPEN_RETRIES = 20  # attempts to open a table another process is creating
 
 
 def default_store_uri() -> str:
@@ -101,13 +103,26 @@ class Store:
         and stays open; a URI (or None: `default_store_uri()`) is opened here, with `create`,
         `storage_options` and `as_of` as `open` takes them, and closed when the block ends."""
         if isinstance(store, Store):
-            yield store
+            with store.reading():
+                yield store
             return
         opened = cls.open(store, create=create, storage_options=storage_options, as_of=as_of)
         try:
-            yield opened
+            with opened.reading():
+                yield opened
         finally:
             opened.close()
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """A Lance error in the block that says a file is missing or garbled becomes one
+        StoreDamagedError line (files on object storage are only found missing when read)."""
+        try:
+            yield
+        except Exception as exc:
+            if integrity.is_damage(exc):
+                raise integrity.read_error(self.uri, exc) from None
+            raise
 
     @classmethod
     def open(
@@ -116,6 +131,7 @@ class Store:
         create: bool = False,
         storage_options: dict | None = None,
         as_of: int | str | None = None,
+        verify: bool = True,
     ) -> Store:
         """Open the store at `uri` (default: `default_store_uri()`).
 
@@ -124,7 +140,8 @@ class Store:
         for object-store URIs, over $UCEINDEX_STORAGE_OPTIONS (`options.resolve`); a store
         that cannot be reached fails within seconds, its error free of credentials.
         as_of: a version number of the store's history or a tag; the store is then read as
-        it was at that version, read-only (StoreError when it has no such version)."""
+        it was at that version, read-only (StoreError when it has no such version).
+        A damaged store raises StoreDamagedError (`verify()`) unless verify=False (`uceindex check`)."""
         import lancedb
 
         uri = str(uri) if uri is not None else default_store_uri()
@@ -148,6 +165,13 @@ class Store:
             names = set(db.list_tables().tables)
         except Exception as exc:  # lancedb raises many types for an unreachable URI
             raise O.open_error(uri, exc, options) from None
+        if S.DATASETS not in names and S.CELLS in names:
+            raise integrity.damaged(
+                uri,
+                "it has a `cells` table but no `datasets` table, so its cells cannot be traced "
+                "to their files and nothing can be added",
+                "ingest the files again into a new --store (Lance has no copy of `datasets`)",
+            )
         if S.DATASETS not in names:
             if not create:
                 raise StoreError(
@@ -158,7 +182,10 @@ class Store:
                 # exist_ok: another process may be creating the same store right now
                 db.create_table(name, schema=S.schema(name), exist_ok=True)
             cls(uri, db, options).record_version("created", "an empty store")
-        return cls(uri, db, options, as_of=as_of)
+        store = cls(uri, db, options, as_of=as_of)
+        if verify:
+            store.verify()
+        return store
 
     def close(self) -> None:
         """Release the tables. Idempotent; the store's methods raise StoreError afterwards."""
@@ -178,12 +205,46 @@ class Store:
 
     def refresh(self) -> None:
         """Move every table to its latest version (a new snapshot); a store opened as of a
-        version stays at it."""
+        version stays at it. `datasets` is opened first: a data set it records complete has
+        all its rows in the tables opened after it."""
         self._check_open()
         if self.as_of is not None:
             return
         names = set(self._db.list_tables().tables)
-        self._tables = {n: self._db.open_table(n) for n in S.TABLES if n in names}
+        order = (S.DATASETS, S.CELLS, S.REJECTS)
+        self._tables = {n: self._open_table(n) for n in order if n in names}
+
+    def _open_table(self, name: str):
+        """A listed table; one listed while another process creates it has its directory but
+        not yet its first manifest, and is waited for (a second at most)."""
+        for attempt in range(OPEN_RETRIES):
+            try:
+                return self._db.open_table(name)
+            except Exception as exc:
+                being_made = "was not found" in str(exc)
+                if being_made and attempt < OPEN_RETRIES - 1:
+                    time.sleep(0.05)
+                    continue
+                if not (being_made or integrity.is_damage(exc)):
+                    raise
+                raise integrity.read_error(self.uri, exc, name) from None
+
+    def verify(self, attempts: int = 5) -> None:
+        """Raise StoreDamagedError when a table's files are missing or its rows disagree with
+        `datasets` (`integrity.first_problem`, cheap). A disagreement that another process's
+        commit explains (`datasets` moved on since this snapshot) is checked again, refreshed."""
+        for _ in range(attempts):
+            if S.DATASETS not in self._tables:
+                return
+            with self.reading():
+                problem = integrity.first_problem(self._tables)
+                if problem is None:
+                    return
+                latest = self._db.open_table(S.DATASETS).version
+            if latest == self._tables[S.DATASETS].version:
+                break
+            self.refresh()
+        raise integrity.damaged(self.uri, problem)
 
     def __repr__(self) -> str:
         as_of = f", as_of={self.as_of.label}" if self.as_of is not None else ""
