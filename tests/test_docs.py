@@ -25,6 +25,7 @@ PAGES = {
     "uceindex ingest": "ingest.md",
     "uceindex datasets": "ingest.md",
     "uceindex export": "ingest.md",
+    "uceindex labels": "ontology.md",
     "uceindex index": "search.md",
     "uceindex annotate": "search.md",
     "uceindex query": "search.md",

@@ -39,6 +39,12 @@ _EXPORTS = {
     "export_dataset": "uceindex.store.export",
     "export": "uceindex.store.export",
     "list_datasets": "uceindex.store.store",
+    "label_report": "uceindex.store.labels",
+    # the Cell Ontology
+    "cell_ontology": "uceindex.ontology",
+    "LabelMapper": "uceindex.ontology",
+    "label_map_of": "uceindex.ontology",
+    "read_label_map": "uceindex.ontology",
     # search
     "annotate": "uceindex.search",
     "summarise": "uceindex.search",

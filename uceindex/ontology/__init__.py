@@ -9,7 +9,7 @@ against true ones, crediting an answer right at a coarser level. Pure: no torch,
 """
 
 from uceindex.ontology.cell_ontology import ROOT, CellOntology, cell_ontology, normalised
-from uceindex.ontology.label_map import read_label_map
+from uceindex.ontology.label_map import label_map_of, read_label_map
 from uceindex.ontology.mapping import (
     LABEL,
     MAPPING,
@@ -19,6 +19,7 @@ from uceindex.ontology.mapping import (
     LabelMapper,
     Mapping,
 )
+from uceindex.ontology.metrics import exact_accuracy, hierarchical_f1, parent_accuracy
 
 __all__ = [
     "ROOT",
@@ -26,6 +27,7 @@ __all__ = [
     "cell_ontology",
     "normalised",
     "read_label_map",
+    "label_map_of",
     "LabelMapper",
     "Mapping",
     "LABEL",
@@ -33,4 +35,7 @@ __all__ = [
     "TERM_LABEL",
     "MAPPING",
     "TERM_COLUMNS",
+    "exact_accuracy",
+    "parent_accuracy",
+    "hierarchical_f1",
 ]

@@ -58,6 +58,11 @@ class CellOntology:
         """The term and all its ancestors (is_a and part_of, as the package computes them)."""
         return frozenset(self._parser.get_term_ancestors(term_id, include_self=True))
 
+    @cache  # noqa: B019
+    def parents(self, term_id: str) -> frozenset[str]:
+        """The term's direct parents (is_a and part_of)."""
+        return frozenset(self._parser.get_term_parents(term_id))
+
     def resolve(self, text: str) -> str | None:
         """A term from a CL id or a current term's exact label; None if neither."""
         text = str(text).strip()

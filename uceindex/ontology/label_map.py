@@ -5,10 +5,11 @@ names. The curated alias table shipped with uceindex (aliases.csv) is one; a use
 from __future__ import annotations
 
 import csv
+from collections.abc import Mapping
 from pathlib import Path
 
 from uceindex.errors import InputDataError
-from uceindex.ontology.cell_ontology import CellOntology
+from uceindex.ontology.cell_ontology import CellOntology, cell_ontology
 
 COLUMNS = ("label", "term_id")
 ALIASES = Path(__file__).with_name("aliases.csv")
@@ -35,24 +36,40 @@ def read_label_map(path, ontology: CellOntology) -> dict[str, str]:
     out: dict[str, str] = {}
     for line, row in enumerate(rows, start=2):
         label, term = (str(row[c] or "").strip() for c in COLUMNS)
-        where = f"{path.name} line {line}"
-        if not label or not term:
-            raise InputDataError(f"{where}: both label and term_id must be given")
-        if not ontology.knows(term):
-            raise InputDataError(f"{where}: {term} is not a Cell Ontology id (e.g. CL:0000576)")
-        if ontology.is_obsolete(term):
-            new = ontology.replacement(term)
-            raise InputDataError(
-                f"{where}: {term} is an obsolete CL term; "
-                + (
-                    f"use its replacement {new} ({ontology.label(new)})"
-                    if new
-                    else "pick a current one"
-                )
-            )
-        if out.get(label, term) != term:
-            raise InputDataError(
-                f"{where}: label {label!r} is mapped twice, to {out[label]} and {term}: keep one"
-            )
-        out[label] = term
+        _add(out, label, term, ontology, f"{path.name} line {line}")
     return out
+
+
+def label_map_of(value, ontology: CellOntology | None = None) -> dict[str, str]:
+    """A label map given as a file path, a dict (checked by the same rules) or None."""
+    if not value:
+        return {}
+    ontology = ontology or cell_ontology()
+    if isinstance(value, Mapping):
+        out: dict[str, str] = {}
+        for label, term in value.items():
+            _add(out, str(label).strip(), str(term).strip(), ontology, f"label map entry {label!r}")
+        return out
+    return read_label_map(value, ontology)
+
+
+def _add(out: dict[str, str], label: str, term: str, ontology: CellOntology, where: str) -> None:
+    if not label or not term:
+        raise InputDataError(f"{where}: both label and term_id must be given")
+    if not ontology.knows(term):
+        raise InputDataError(f"{where}: {term} is not a Cell Ontology id (e.g. CL:0000576)")
+    if ontology.is_obsolete(term):
+        new = ontology.replacement(term)
+        raise InputDataError(
+            f"{where}: {term} is an obsolete CL term; "
+            + (
+                f"use its replacement {new} ({ontology.label(new)})"
+                if new
+                else "pick a current one"
+            )
+        )
+    if out.get(label, term) != term:
+        raise InputDataError(
+            f"{where}: label {label!r} is mapped twice, to {out[label]} and {term}: keep one"
+        )
+    out[label] = term

@@ -62,6 +62,8 @@ class AnnotateRequest(BaseModel):
     label: str = "cell_type"
     where: str | None = None
     neighbour_ids: bool = False
+    ontology: bool = False  # also call a Cell Ontology term per cell (docs/ontology.md)
+    min_score: float = 0.5  # with ontology: the share of neighbour weight a term needs
 
 
 class AnnotateResponse(BaseModel):
