@@ -151,3 +151,10 @@ def test_labels_of_a_store_without_labels(tmp_path):
     ingest_embeddings(uri, "ds", obs, np.eye(4, 8), "human", "pca", "pca")
     result = runner.invoke(app, ["labels", "--store", str(uri)])
     assert result.exit_code == 1 and "has no cell_type labels" in result.output
+
+
+def test_labels_of_an_unknown_data_set(pbmc_store):
+    result = runner.invoke(app, ["labels", "--store", str(pbmc_store[0]), "--dataset", "nope"])
+    assert (
+        result.exit_code == 1 and "no data set 'nope' in the store (it has: pbmc)" in result.output
+    )

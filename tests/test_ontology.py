@@ -169,3 +169,10 @@ def test_version_is_named():
 def test_ancestors_include_the_term_and_the_root():
     anc = cell_ontology().ancestors("CL:0001054")
     assert {"CL:0001054", "CL:0000576", "CL:0000000"} <= anc
+
+
+def test_cl_ids_spelled_otherwise(mapper, tmp_path):
+    assert mapper.map("x", " cl_0000236 ").term == "CL:0000236"
+    path = tmp_path / "labels.csv"
+    path.write_text("label,term_id\nA,cl:0000576\n")
+    assert read_label_map(path, cell_ontology()) == {"A": "CL:0000576"}

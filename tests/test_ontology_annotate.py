@@ -130,3 +130,16 @@ def test_match_at_an_ontology_level(tmp_path):
         bad.exit_code == 1
         and "ontology level 'myeloid' is not a current Cell Ontology" in bad.output
     )
+
+
+def test_ontology_with_a_where_that_leaves_no_mapped_cell(tmp_path):
+    obs = pd.DataFrame(
+        {"cell_type": ["cluster 1", "B cell"] * 5}, index=[f"c{i}" for i in range(10)]
+    )
+    ingest_embeddings(tmp_path / "atlas", "ds", obs, np.eye(10, DIM) + 0.1, "human", "pca", "pca")
+    where = "cell_type = 'cluster 1'"
+    with pytest.raises(QueryError, match=f"no stored cell where {where} has a Cell Ontology"):
+        annotate(tmp_path / "atlas", np.ones((1, DIM)), k=1, ontology=True, where=where)
+    assert annotate(tmp_path / "atlas", np.ones((1, DIM)), k=3, ontology=True).iloc[0][
+        "predicted_term_id"
+    ] in ("CL:0000236", None)

@@ -13,7 +13,14 @@ from importlib.metadata import version as package_version
 
 ROOT = "CL:0000000"  # "cell": every current term's ancestor
 PACKAGE = "cellxgene-ontology-guide"
-TERM_ID = re.compile(r"^CL:\d{7}$")
+SPELLED = re.compile(r"^cl[:_](\d{7})$", re.IGNORECASE)  # CL:0000576, cl:0000576, CL_0000576
+
+
+def canonical_id(text) -> str:
+    """A CL id as the ontology writes it: 'cl_0000576' and ' CL:0000576 ' as 'CL:0000576';
+    anything else unchanged (but stripped)."""
+    text = str(text).strip()
+    return SPELLED.sub(r"CL:\1", text)
 
 
 def normalised(text: str) -> str:
@@ -74,7 +81,7 @@ class CellOntology:
     def check(self, term_id: str, where: str) -> tuple[str | None, str]:
         """A given term id as a usable one: (term, note), or (None, reason) when it is not
         a current CL term. An obsolete term with a replacement becomes the replacement."""
-        term_id = str(term_id).strip()
+        term_id = canonical_id(term_id)
         if not self.knows(term_id):
             return None, f"unknown CL id {term_id} in {where}"
         if self.is_obsolete(term_id):

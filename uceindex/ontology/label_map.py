@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from uceindex.errors import InputDataError
-from uceindex.ontology.cell_ontology import CellOntology, cell_ontology
+from uceindex.ontology.cell_ontology import CellOntology, canonical_id, cell_ontology
 
 COLUMNS = ("label", "term_id")
 ALIASES = Path(__file__).with_name("aliases.csv")
@@ -56,6 +56,7 @@ def label_map_of(value, ontology: CellOntology | None = None) -> dict[str, str]:
 def _add(out: dict[str, str], label: str, term: str, ontology: CellOntology, where: str) -> None:
     if not label or not term:
         raise InputDataError(f"{where}: both label and term_id must be given")
+    term = canonical_id(term)
     if not ontology.knows(term):
         raise InputDataError(f"{where}: {term} is not a Cell Ontology id (e.g. CL:0000576)")
     if ontology.is_obsolete(term):

@@ -92,8 +92,6 @@ def annotate(
             gene_filter=gene_filter,
             progress=progress,
         )
-        if ontology:
-            _check_terms(st)
         reference = both(where, _labelled(cells, label))
         n_ref = count_cells(cells, reference)
         if n_ref == 0:
@@ -108,6 +106,8 @@ def annotate(
                 + (f" where {where}" if where else "")
                 + f": lower --k to {n_ref} or less"
             )
+        if ontology:
+            _check_terms(st, reference, where)
         params = search_params(
             describe_index(cells),
             k,
@@ -154,13 +154,14 @@ def annotate(
         return frame
 
 
-def _check_terms(store: Store) -> None:
-    """--ontology needs stored cells with a CL term: one line saying how to get them."""
-    if TERM not in store.obs_columns() or not count_cells(
-        cells_table(store), f"{TERM} IS NOT NULL"
-    ):
+def _check_terms(store: Store, reference: str | None, where: str | None) -> None:
+    """--ontology needs reference cells with a CL term: one line saying how to get them."""
+    mapped = both(reference, f"{TERM} IS NOT NULL")
+    if TERM not in store.obs_columns() or not count_cells(cells_table(store), mapped):
         raise QueryError(
-            "no stored cell has a Cell Ontology term, so --ontology has nothing to vote with: "
+            "no stored cell"
+            + (f" where {where}" if where else "")
+            + " has a Cell Ontology term, so --ontology has nothing to vote with: "
             "see `uceindex labels` and re-ingest with --label-map labels.csv (label,term_id)"
         )
 
