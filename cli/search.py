@@ -346,13 +346,15 @@ def match(
                 "cells": len(result.cells),
                 "table": result.table.to_dict("records"),
                 "outputs": [str(p) for p in (out, cells_out, plot) if p is not None],
+                "cell_ontology": result.cells.attrs.get("cell_ontology"),
                 "warnings": result.cells.attrs["warnings"],
             }
         )
         return
     _warn(result.cells.attrs["warnings"])
+    target = f"Cell Ontology terms ({', '.join(ontology_level)})" if ontology_level else label
     table = Table(
-        title=f"{input.name}: {species} {query_label or label} -> {against} {label} (k={k})"
+        title=f"{input.name}: {species} {query_label or label} -> {against} {target} (k={k})"
     )
     for column in ("query label", "best reference label", "share", "mean similarity", "cells"):
         table.add_column(column, justify="left" if "label" in column else "right")

@@ -325,6 +325,13 @@ def test_match_embeddings(client):
     assert table[("T", "T cell")] == 1.0 and table[("B", "B cell")] == 1.0
     with pytest.raises(ServiceCallError, match="no zebrafish cells"):
         client.match(queries, species="mouse", against="zebrafish", query_labels=["T"] * 5)
+    labels = ["T", "T", "T", "B", "B"]
+    level = client.match(
+        queries, "mouse", "human", k=10, query_labels=labels, ontology_level=["lymphocyte"]
+    )
+    assert {r["reference_label"] for r in level["table"]} == {"lymphocyte"}
+    with pytest.raises(ServiceCallError, match="ontology level 'lymph' is not"):
+        client.match(queries, "mouse", "human", query_labels=labels, ontology_level=["lymph"])
 
 
 def test_answers_during_an_ingest_and_sees_it_after(server, store, tmp_path):

@@ -305,7 +305,8 @@ async def match(request: Request, store: StoreDep):
     """Cross-species matching: query cells of one species vs stored cells of `against`.
 
     JSON (MatchRequest) or multipart: `file` (.h5ad) with form fields species, against,
-    label, query_label, k, where, embedding_key, gene_filter."""
+    label, query_label, k, where, embedding_key, gene_filter, ontology_level (CL terms,
+    ';'-separated: match at those terms) and min_score."""
     import anndata
 
     if _is_multipart(request):
@@ -329,6 +330,9 @@ async def match(request: Request, store: StoreDep):
             embedding_key=fields.get("embedding_key") or None,
             model=None if fields.get("embedding_key") else _model(request),
             gene_filter=_form_gene_filter(fields),
+            ontology_level=[t for t in (fields.get("ontology_level") or "").split(";") if t]
+            or None,
+            min_score=_form_float(fields, "min_score", 0.5),
         )
     else:
         body = shapes.MatchRequest.model_validate(await _json(request))
@@ -355,6 +359,8 @@ async def match(request: Request, store: StoreDep):
             k=body.k,
             where=body.where,
             embedding_key="embedding",
+            ontology_level=body.ontology_level,
+            min_score=body.min_score,
         )
     return jsonable_encoder({"cells": _rows(result.cells, "cell"), "table": _rows(result.table)})
 

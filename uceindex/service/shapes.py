@@ -81,6 +81,8 @@ class MatchRequest(BaseModel):
     k: int = 50
     label: str = "cell_type"
     where: str | None = None
+    ontology_level: list[str] | None = None  # match at these CL terms (ids or labels)
+    min_score: float = 0.5
 
 
 class MatchResponse(BaseModel):
