@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from uceindex.errors import QueryError
 from uceindex.search.vote import check_slots, vote_weights
@@ -49,24 +50,26 @@ def term_scores(
     similarities: np.ndarray,
     ancestors: Ancestors,
     valid: np.ndarray | None = None,
-    rows: slice = slice(None),
 ) -> TermScores:
-    """CAS scores of the query rows `rows`: neighbour_terms (n, k) CL ids, None for a valid
-    neighbour with no term; similarities and valid as `vote.weighted_vote` takes them."""
-    terms, sims, ok = check_slots(neighbour_terms, similarities, valid)
-    terms, sims, ok = terms[rows], sims[rows], ok[rows]
+    """CAS scores per query row: neighbour_terms (n, k) CL ids, None for a valid neighbour
+    with no term; similarities and valid as `vote.weighted_vote` takes them."""
+    return _scores(*check_slots(neighbour_terms, similarities, valid), ancestors)
+
+
+def _scores(terms: np.ndarray, sims: np.ndarray, ok: np.ndarray, ancestors: Ancestors):
     w, total = vote_weights(sims, ok)
     mapped = ok & np.not_equal(terms, None)
-    own = np.asarray(sorted({str(t) for t in terms[mapped]}), dtype=object)
+    code, own = pd.factorize(terms[mapped])  # hashing: no string sort of n * k ids
+    own = np.asarray(own, dtype=object)
     columns = np.asarray(sorted(set().union(*(ancestors(t) for t in own))), dtype=object)
     index = {t: i for i, t in enumerate(columns)}
     member = np.zeros((len(own), len(columns)))
     for i, t in enumerate(own):
         member[i, [index[a] for a in ancestors(t)]] = 1.0
-    code = np.searchsorted(own, np.where(mapped, terms, own[0] if len(own) else ""))
-    per_term = np.zeros((len(sims), len(own)))
-    row = np.broadcast_to(np.arange(len(sims))[:, None], sims.shape)
-    np.add.at(per_term, (row[mapped], code[mapped]), w[mapped])
+    row = np.nonzero(mapped)[0]
+    per_term = np.bincount(
+        row * len(own) + code, weights=w[mapped], minlength=len(sims) * len(own)
+    ).reshape(len(sims), len(own))
     with np.errstate(invalid="ignore", divide="ignore"):
         scores = (per_term @ member) / np.where(total > 0, total, np.nan)[:, None]
     return TermScores(columns, scores)
@@ -87,38 +90,50 @@ def ontology_vote(
     query cells at a time."""
     if not 0.0 < min_score <= 1.0:
         raise QueryError(f"min score must be in (0, 1], got {min_score}")
-    n = np.shape(similarities)[0] if np.ndim(similarities) == 2 else 0
+    terms, sims, ok = check_slots(neighbour_terms, similarities, valid)
+    n = len(sims)
     term = np.full(n, None, dtype=object)
     score = np.full(n, np.nan)
     path = np.empty(n, dtype=object)
     path[:] = [()] * n
-    for start in range(0, max(n, 1), ROWS):
+    for start in range(0, n, ROWS):
         block = slice(start, min(start + ROWS, n))
-        found = term_scores(neighbour_terms, similarities, ancestors, valid, rows=block)
+        found = _scores(terms[block], sims[block], ok[block], ancestors)
         if not len(found.terms):
             continue
         if levels is not None:
             term[block], score[block] = _level_call(found, list(levels), min_score)
             continue
-        depth = np.asarray([len(ancestors(t)) for t in found.terms], dtype=np.float64)
-        passing = np.nan_to_num(found.scores, nan=-1.0) >= min_score - 1e-12
-        cand = passing.copy()
-        for key in (np.broadcast_to(depth, cand.shape), found.scores):
-            masked = np.where(cand, key, -np.inf)
-            cand &= masked == masked.max(axis=1, keepdims=True)
-        has = cand.any(axis=1)
-        best = cand.argmax(axis=1)  # the smallest id among the ties left
-        for i in np.flatnonzero(has):
-            chosen = found.terms[best[i]]
-            above = ancestors(chosen) - {chosen}
-            coarser = [j for j in np.flatnonzero(passing[i]) if found.terms[j] in above]
-            coarser.sort(key=lambda j: (-depth[j], found.terms[j]))
-            term[start + i] = chosen
-            score[start + i] = found.scores[i, best[i]]
-            path[start + i] = tuple(found.terms[j] for j in coarser)
+        term[block], score[block], path[block] = _most_specific(found, ancestors, min_score)
     for a in (term, score, path):
         a.flags.writeable = False
     return OntologyVote(term, score, path)
+
+
+def _most_specific(found: TermScores, ancestors: Ancestors, min_score: float):
+    """Each row's most specific passing term, its score and its passing ancestors."""
+    names = found.terms
+    depth = np.asarray([len(ancestors(t)) for t in names], dtype=np.float64)
+    passing = np.nan_to_num(found.scores, nan=-1.0) >= min_score - 1e-12
+    cand = passing.copy()
+    for key in (np.broadcast_to(depth, cand.shape), found.scores):
+        masked = np.where(cand, key, -np.inf)
+        cand &= masked == masked.max(axis=1, keepdims=True)
+    has = cand.any(axis=1)
+    best = cand.argmax(axis=1)  # the smallest id among the ties left
+    index = {t: i for i, t in enumerate(names)}
+    above = np.zeros((len(names), len(names)), dtype=bool)  # above[c, j]: j is c's ancestor
+    for c, t in enumerate(names):
+        above[c, [index[a] for a in ancestors(t) if a != t]] = True
+    order = np.lexsort((np.arange(len(names)), -depth))  # most specific first, then by id
+    coarser = (passing & above[best])[:, order]
+    n = len(best)
+    term = np.where(has, names[best], None)
+    score = np.where(has, found.scores[np.arange(n), best], np.nan)
+    ordered = names[order]
+    path = np.empty(n, dtype=object)
+    path[:] = [tuple(ordered[coarser[i]]) if has[i] else () for i in range(n)]
+    return term, score, path
 
 
 def _level_call(found: TermScores, levels: list[str], min_score: float):
