@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from tests.conftest import read_pbmc
@@ -74,6 +75,7 @@ def test_labels_that_do_not_map_stay_unmapped(mapper, label):
 
 def test_missing_label(mapper):
     assert mapper.map(None).how == "no label" and mapper.map(np.nan).term is None
+    assert mapper.map(pd.NA).how == "no label" and mapper.map("unknown").how == "no label"
 
 
 def test_obs_term_id_wins_and_is_checked(mapper):

@@ -8,7 +8,7 @@ table `aliases.csv`; `label_map` reads label map files; `metrics` scores predict
 against true ones, crediting an answer right at a coarser level. Pure: no torch, no store.
 """
 
-from uceindex.ontology.cell_ontology import ROOT, CellOntology, cell_ontology, normalised
+from uceindex.ontology.cell_ontology import CellOntology, cell_ontology, normalised
 from uceindex.ontology.label_map import label_map_of, read_label_map
 from uceindex.ontology.mapping import (
     LABEL,
@@ -22,7 +22,6 @@ from uceindex.ontology.mapping import (
 from uceindex.ontology.metrics import exact_accuracy, hierarchical_f1, parent_accuracy
 
 __all__ = [
-    "ROOT",
     "CellOntology",
     "cell_ontology",
     "normalised",

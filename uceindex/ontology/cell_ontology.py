@@ -11,7 +11,6 @@ import re
 from functools import cache, cached_property
 from importlib.metadata import version as package_version
 
-ROOT = "CL:0000000"  # "cell": every current term's ancestor
 PACKAGE = "cellxgene-ontology-guide"
 SPELLED = re.compile(r"^cl[:_](\d{7})$", re.IGNORECASE)  # CL:0000576, cl:0000576, CL_0000576
 

@@ -37,11 +37,10 @@ class Mapping:
 
 
 def _missing(value) -> bool:
-    return (
-        value is None
-        or (isinstance(value, float) and np.isnan(value))
-        or (str(value).strip().lower() in MISSING)
-    )
+    """None, NaN, pd.NA, or a text that says "no value" (MISSING)."""
+    if value is None or (not isinstance(value, str) and pd.isna(value) is True):
+        return True
+    return str(value).strip().lower() in MISSING
 
 
 class LabelMapper:
