@@ -178,3 +178,10 @@ def test_cl_ids_spelled_otherwise(mapper, tmp_path):
     path = tmp_path / "labels.csv"
     path.write_text("label,term_id\nA,cl:0000576\n")
     assert read_label_map(path, cell_ontology()) == {"A": "CL:0000576"}
+
+
+def test_a_form_two_terms_share_is_not_guessed(mapper):
+    # two current CL terms normalise to this text; the exact label still picks one
+    assert mapper.map("substantia nigra dopaminergic neuron").how == "label"
+    found = mapper.map("Substantia Nigra Dopaminergic Neurons")
+    assert found.term is None and found.how == "ambiguous: names CL:4042025, CL:4072006"
