@@ -193,7 +193,10 @@ def _with_terms(cols: ObsColumns, chunks, label_map: dict | None) -> tuple[Any, 
 
 
 def _labels_of(store: Store, result: DatasetResult) -> None:
-    """The data set's label report, and a warning naming its unmapped labels."""
+    """The data set's label report, and a warning naming its unmapped labels (none for a
+    file skipped as the twin of a data set stored under another id)."""
+    if store.dataset(result.dataset_id) is None:
+        return
     report = label_report(store, result.dataset_id)
     if report is None:
         return
