@@ -11,6 +11,11 @@ the cell name mod 5), and the cell-cycle phase (G1 against S+G2M, a real covaria
 file). Reports accuracy and macro-F1 per split and k, and the seconds each took (uceindex:
 ingest + annotate; scikit-learn: fit + predict). tests/test_annotate.py asserts the k = 15
 row: uceindex within 0.02 accuracy and 0.03 macro-F1 of scikit-learn. No model, no GPU.
+
+Then the Cell Ontology view of the same splits (docs/ontology.md): the labels mapped to CL
+terms at ingest, the plain vote's label read as its term, beside `annotate(ontology=True)`'s
+call (min score 0.5), scored by exact accuracy, accuracy up to the parent and hierarchical
+F1 (uceindex.ontology.metrics), with the share of cells the ontology call names a term for.
 """
 
 from __future__ import annotations
@@ -73,6 +78,18 @@ def scores(truth: np.ndarray, pred: np.ndarray) -> tuple[float, float]:
     return accuracy_score(truth, pred), f1_score(truth, pred, average="macro", zero_division=0)
 
 
+def term_scores(truth: np.ndarray, pred: np.ndarray) -> dict:
+    """Exact, up-to-parent and hierarchical-F1 scores of predicted CL terms."""
+    from uceindex.ontology import cell_ontology, exact_accuracy, hierarchical_f1, parent_accuracy
+
+    o = cell_ontology()
+    return {
+        "exact": exact_accuracy(pred, truth),
+        "parent": parent_accuracy(pred, truth, o.parents),
+        "hf1": hierarchical_f1(pred, truth, o.ancestors)["f1"],
+    }
+
+
 def compare(adata, part: np.ndarray, k: int, workdir: Path) -> dict:
     """Annotate each part from the others, both ways; their scores and seconds. One store
     per part under `workdir`, a new folder."""
@@ -80,12 +97,17 @@ def compare(adata, part: np.ndarray, k: int, workdir: Path) -> dict:
 
     from uceindex import annotate
     from uceindex.ingestion import ingest_embeddings
+    from uceindex.ontology import LabelMapper
+
+    mapper = LabelMapper()
 
     x = adata.obsm[EMBEDDING_KEY].astype(np.float32)
     truth = adata.obs[LABEL].astype(str).to_numpy()
     ours = np.empty(len(truth), dtype=object)
     theirs = np.empty(len(truth), dtype=object)
-    ours_s = theirs_s = 0.0
+    term_plain = np.empty(len(truth), dtype=object)
+    term_onto = np.empty(len(truth), dtype=object)
+    ours_s = theirs_s = onto_s = 0.0
     for p in np.unique(part):
         held, rest = part == p, part != p
         uri = workdir / f"part{p}"
@@ -95,10 +117,18 @@ def compare(adata, part: np.ndarray, k: int, workdir: Path) -> dict:
             ours[held] = annotate(uri, x[held], k=k, novelty=False)["predicted"].to_numpy()
         ours_s += t.seconds
         with timer() as t:
+            frame = annotate(uri, x[held], k=k, novelty=False, ontology=True)
+        onto_s += t.seconds
+        term_onto[held] = frame["predicted_term_id"].to_numpy()
+        term_plain[held] = [mapper.map(label).term for label in frame["predicted"]]
+        with timer() as t:
             clf = KNeighborsClassifier(n_neighbors=k, metric="cosine").fit(x[rest], truth[rest])
             theirs[held] = clf.predict(x[held])
         theirs_s += t.seconds
     (acc, f1), (sk_acc, sk_f1) = scores(truth, ours), scores(truth, theirs)
+    true_terms = np.asarray([mapper.map(label).term for label in truth], dtype=object)
+    plain = term_scores(true_terms, term_plain)
+    onto = term_scores(true_terms, term_onto)
     return {
         "k": k,
         "parts": len(np.unique(part)),
@@ -108,6 +138,10 @@ def compare(adata, part: np.ndarray, k: int, workdir: Path) -> dict:
         "sklearn_macro_f1": sk_f1,
         "uceindex_s": ours_s,
         "sklearn_s": theirs_s,
+        **{f"plain_{name}": v for name, v in plain.items()},
+        **{f"ontology_{name}": v for name, v in onto.items()},
+        "ontology_called": float(np.mean([t is not None for t in term_onto])),
+        "ontology_s": onto_s,
     }
 
 
@@ -141,6 +175,21 @@ def main() -> None:
                 f"{r['sklearn_accuracy']:.3f} / {r['sklearn_macro_f1']:.3f}",
                 f"{r['uceindex_s']:.2f}",
                 f"{r['sklearn_s']:.3f}",
+            ]
+            for r in rows
+        ],
+    )
+    print_table(
+        "the same, as Cell Ontology terms: exact / up to the parent / hierarchical F1",
+        ["split", "k", "plain vote", "--ontology", "called", "--ontology s"],
+        [
+            [
+                r["split"],
+                r["k"],
+                f"{r['plain_exact']:.3f} / {r['plain_parent']:.3f} / {r['plain_hf1']:.3f}",
+                f"{r['ontology_exact']:.3f} / {r['ontology_parent']:.3f} / {r['ontology_hf1']:.3f}",
+                f"{r['ontology_called']:.3f}",
+                f"{r['ontology_s']:.2f}",
             ]
             for r in rows
         ],

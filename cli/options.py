@@ -75,6 +75,14 @@ EmbeddingKeyOpt = Annotated[
     typer.Option(help="Take the embeddings from obsm[KEY] instead of running the model."),
 ]
 
+LabelMapOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        help="CSV with columns label,term_id: the Cell Ontology term of labels uceindex does "
+        "not map itself (docs/ontology.md)."
+    ),
+]
+
 # search
 KOpt = Annotated[int, typer.Option("--k", help="Neighbours per query cell.")]
 LabelOpt = Annotated[str, typer.Option(help="Label column of the stored cells to predict.")]
@@ -86,6 +94,23 @@ NprobesOpt = Annotated[
     Optional[int], typer.Option(help="IVF partitions searched per query (default: by table size).")
 ]
 ExactOpt = Annotated[bool, typer.Option("--exact", help="Exact search, ignoring the index.")]
+OntologyOpt = Annotated[
+    bool,
+    typer.Option(
+        "--ontology",
+        help="Also call a Cell Ontology term per cell from the neighbours' CL terms, rolled up "
+        "to a coarser term when the vote is split (docs/ontology.md).",
+    ),
+]
+MinScoreOpt = Annotated[
+    float,
+    typer.Option(
+        min=0.0,
+        max=1.0,
+        help="--ontology: the most specific term whose share of the neighbour weight is at "
+        "least this.",
+    ),
+]
 
 
 def _check_pairs(values: list[str] | None) -> list[str] | None:

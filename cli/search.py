@@ -18,8 +18,10 @@ from cli.options import (
     JsonOpt,
     KOpt,
     LabelOpt,
+    MinScoreOpt,
     ModelDirOpt,
     NprobesOpt,
+    OntologyOpt,
     StorageOpt,
     StoreOpt,
     WhereOpt,
@@ -31,6 +33,7 @@ from cli.render import console, err_console, handle_errors, print_json, progress
 from uceindex.io.genes import GeneFilter
 from uceindex.search.annotation import K
 from uceindex.search.index import KINDS
+from uceindex.search.ontology_vote import MIN_SCORE
 from uceindex.search.query import LABEL
 from uceindex.search.recall import RECALL_SAMPLE
 from uceindex.search.similar_cells import SIMILAR_K
@@ -38,7 +41,8 @@ from uceindex.search.similar_cells import SIMILAR_K
 INDEX_EPILOG = "Example: uceindex index --store ./atlas --stats"
 ANNOTATE_EPILOG = (
     "Example: uceindex annotate new.h5ad --species human --k 50 --label cell_type "
-    "--out predictions.csv --store ./atlas  (or --embedding-key X_uce; --out pred.h5ad)"
+    "--out predictions.csv --store ./atlas  (or --embedding-key X_uce; --out pred.h5ad; "
+    "--ontology --min-score 0.5 for Cell Ontology terms)"
 )
 QUERY_HELP = (
     "Alias of annotate, with the same options: predict a label for every cell of an .h5ad "
@@ -50,7 +54,8 @@ QUERY_EPILOG = (
 SIMILAR_EPILOG = "Example: uceindex similar --cell-id pbmc/AAACATACAACCAC-1 --k 20 --store ./atlas"
 MATCH_EPILOG = (
     "Example: uceindex match mouse.h5ad --species mouse --against human --label cell_type "
-    "--plot match.png --out match.csv --store ./atlas"
+    "--plot match.png --out match.csv --store ./atlas  "
+    "(--ontology-level 'myeloid cell' --ontology-level lymphocyte: match at Cell Ontology terms)"
 )
 TOP_LABELS = 15  # rows of the query summary table
 IndexKind = choices("IndexKind", KINDS)
@@ -143,6 +148,8 @@ def annotate(
     device: DeviceOpt = None,
     gene_filter: GeneFilterOpt = GeneFilter.PER_CELL,
     as_of: AsOfOpt = None,
+    ontology: OntologyOpt = False,
+    min_score: MinScoreOpt = MIN_SCORE,
     json: JsonOpt = False,
 ) -> None:
     """Predict a label for every cell of an .h5ad from its nearest stored cells; flags novel cells."""
@@ -170,6 +177,8 @@ def annotate(
             device=device,
             gene_filter=gene_filter,
             progress=update,
+            ontology=ontology,
+            min_score=min_score,
         )
     if out is not None:
         write_output(frame, out, adata=adata, label=label)
@@ -200,8 +209,26 @@ def annotate(
     if summary["not_searched"]:
         line += f"; {summary['not_searched']:,} cells could not be embedded and have no prediction"
     console.print(line, highlight=False)
+    if ontology:
+        _print_terms(summary)
     if out is not None:
         console.print(f"wrote {out}", highlight=False)
+
+
+def _print_terms(summary: dict) -> None:
+    table = Table(
+        title=f"Cell Ontology terms, min score {summary['min_score']} ({summary['cell_ontology']})"
+    )
+    for column in ("term", "term label", "cells", "mean score"):
+        table.add_column(column, justify="right" if column in ("cells", "mean score") else "left")
+    for row in summary["terms"][:TOP_LABELS]:
+        table.add_row(
+            row["term_id"] or "(none reached the min score)",
+            row["term_label"] or "",
+            f"{row['cells']:,}",
+            "" if row["mean_score"] is None else f"{row['mean_score']:.2f}",
+        )
+    console.print(table)
 
 
 def _warn(warnings: list[str]) -> None:
@@ -268,6 +295,14 @@ def match(
     device: DeviceOpt = None,
     gene_filter: GeneFilterOpt = GeneFilter.PER_CELL,
     as_of: AsOfOpt = None,
+    ontology_level: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            help="Match at these Cell Ontology terms (CL id or label, repeatable, e.g. "
+            "'myeloid cell') instead of the stored labels (docs/ontology.md).",
+        ),
+    ] = None,
+    min_score: MinScoreOpt = MIN_SCORE,
     json: JsonOpt = False,
 ) -> None:
     """Match the labels of query cells of one species to the stored labels of another."""
@@ -296,6 +331,8 @@ def match(
             device=device,
             gene_filter=gene_filter,
             progress=update,
+            ontology_level=ontology_level,
+            min_score=min_score,
         )
     if out is not None:
         result.write_table(out)
@@ -311,13 +348,15 @@ def match(
                 "cells": len(result.cells),
                 "table": result.table.to_dict("records"),
                 "outputs": [str(p) for p in (out, cells_out, plot) if p is not None],
+                "cell_ontology": result.cells.attrs.get("cell_ontology"),
                 "warnings": result.cells.attrs["warnings"],
             }
         )
         return
     _warn(result.cells.attrs["warnings"])
+    target = f"Cell Ontology terms ({', '.join(ontology_level)})" if ontology_level else label
     table = Table(
-        title=f"{input.name}: {species} {query_label or label} -> {against} {label} (k={k})"
+        title=f"{input.name}: {species} {query_label or label} -> {against} {target} (k={k})"
     )
     for column in ("query label", "best reference label", "share", "mean similarity", "cells"):
         table.add_column(column, justify="left" if "label" in column else "right")

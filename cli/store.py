@@ -15,6 +15,7 @@ from cli.options import (
     EmbeddingKeyOpt,
     GeneFilterOpt,
     JsonOpt,
+    LabelMapOpt,
     LayerOpt,
     MinGenesOpt,
     ModelDirOpt,
@@ -43,6 +44,7 @@ TAG_EPILOG = (
     "Example: uceindex tag paper-2026 --store ./atlas  (the latest version; --version 3 for "
     "another; then: uceindex query new.h5ad --as-of paper-2026 ...)"
 )
+LABELS_EPILOG = "Example: uceindex labels --store ./atlas --label-map labels.csv"
 
 
 @handle_errors
@@ -82,6 +84,7 @@ def ingest(
     device: DeviceOpt = None,
     precision: PrecisionOpt = DEFAULT_PRECISION,
     gene_filter: GeneFilterOpt = GeneFilter.PER_CELL,
+    label_map: LabelMapOpt = None,
     workers: Annotated[
         Optional[int],
         typer.Option(help="Embed on a local Ray with N workers (pip install 'uceindex[scale]')."),
@@ -121,6 +124,7 @@ def ingest(
             gene_filter=gene_filter,
             progress=update,
             storage_options=storage_options(storage_option),
+            label_map=label_map,
             **scale,
         )
     data = report.as_dict()
@@ -159,6 +163,69 @@ def ingest(
             err_console.print(f"[yellow]warning:[/yellow] {d['dataset_id']}: {warning}")
         if d["note"]:
             console.print(f"{d['dataset_id']}: {d['note']}", highlight=False)
+        if d["labels"]:
+            n, mapped = d["labels"]["cells"], d["labels"]["mapped_cells"]
+            console.print(
+                f"{d['dataset_id']}: {mapped:,} of {n:,} cells labelled with a Cell Ontology "
+                f"term ({d['labels']['cell_ontology']})",
+                highlight=False,
+            )
+
+
+@handle_errors
+def labels(
+    store: StoreOpt = None,
+    storage_option: StorageOpt = None,
+    dataset: Annotated[
+        Optional[str], typer.Option("--dataset", help="Only this data set's cells.")
+    ] = None,
+    label_map: LabelMapOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """List the cell_type labels of a store, the Cell Ontology term each maps to, and the unmapped."""
+    from uceindex import label_map_of, label_report
+
+    data = label_report(
+        store_uri(store),
+        dataset,
+        label_map=label_map_of(label_map),
+        storage_options=storage_options(storage_option),
+    )
+    if data is None:
+        raise _no_labels(dataset)
+    if json:
+        print_json(data)
+        return
+    title = (
+        f"{data['cells']:,} cells{f' of {dataset}' if dataset else ''}: {data['mapped_cells']:,} "
+        f"mapped to {data['terms']:,} terms, {data['unmapped_cells']:,} unmapped "
+        f"({data['cell_ontology']})"
+    )
+    table = Table(title=title)
+    for column in ("label", "term", "term label", "mapped by", "cells"):
+        table.add_column(column, justify="right" if column == "cells" else "left")
+    for row in data["labels"]:
+        table.add_row(
+            str(row["label"]),
+            row["term_id"] or "-",
+            row["term_label"] or "-",
+            row["mapping"] or "-",
+            f"{row['cells']:,}",
+        )
+    console.print(table)
+    if data["unmapped"]:
+        console.print(
+            f"{len(data['unmapped'])} labels unmapped: add them to a CSV (label,term_id) and "
+            "pass it with --label-map to labels (to check) and ingest --replace (to store)",
+            highlight=False,
+        )
+
+
+def _no_labels(dataset: str | None):
+    from uceindex.errors import QueryError
+
+    where = f"data set {dataset}" if dataset else "store"
+    return QueryError(f"the {where} has no cell_type labels and no Cell Ontology ids to list")
 
 
 @handle_errors

@@ -28,6 +28,7 @@ PAGES = {
     "uceindex versions": "store.md",
     "uceindex tag": "store.md",
     "uceindex check": "store.md",
+    "uceindex labels": "ontology.md",
     "uceindex index": "search.md",
     "uceindex annotate": "search.md",
     "uceindex query": "search.md",

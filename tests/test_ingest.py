@@ -21,6 +21,7 @@ from uceindex.errors import InputDataError, StoreError, UnknownSpeciesError
 from uceindex.ingestion import ingest
 from uceindex.io.counts import SAMPLE_ROWS
 from uceindex.model.tiny import write_tiny_model
+from uceindex.ontology import TERM_COLUMNS
 from uceindex.store import Store, writer
 from uceindex.store.schema import EMBEDDING
 
@@ -136,7 +137,8 @@ def test_cli_several_files_datasets_export_round_trip(zeroed, small_pbmc, tiny_m
     kept = np.setdiff1d(np.arange(60), [5, 21, 47])
     source = small_pbmc[kept]
     assert list(back.obs_names) == list(source.obs_names)
-    assert list(back.obs.columns) == list(source.obs.columns)
+    # the Cell Ontology columns of the labels come back beside the obs columns
+    assert list(back.obs.columns) == [*source.obs.columns, *TERM_COLUMNS]
     assert (back.obs["cell_type"].astype(str) == source.obs["cell_type"].astype(str)).all()
     np.testing.assert_allclose(back.obs["n_counts"], source.obs["n_counts"], rtol=1e-6)
     with Store.open(uri) as store:

@@ -291,6 +291,21 @@ def test_annotate_upload(client, tmp_path):
     assert (np.array(predicted) == obs["cell_type"].to_numpy()).mean() > 0.95
 
 
+def test_annotate_with_the_cell_ontology(client, tmp_path):
+    queries = np.vstack([np.eye(DIM)[0] * 3, np.eye(DIM)[1] * 3])
+    out = client.annotate(queries, k=15, names=["t", "b"], ontology=True, min_score=0.6)
+    preds = {p["cell"]: p for p in out["predictions"]}
+    assert preds["t"]["predicted_term_id"] == "CL:0000084"  # "T cell", mapped at ingest
+    assert preds["b"]["predicted_term_label"] == "B cell" and preds["b"]["term_score"] > 0.9
+    assert "CL:0000000" in preds["t"]["term_path"].split(";")
+    assert out["summary"]["cell_ontology"].startswith("CL v")
+    assert out["summary"]["min_score"] == 0.6 and out["summary"]["terms"][0]["cells"] == 1
+    path = _h5ad(tmp_path / "query.h5ad", 20, seed=9)
+    up = client.annotate(path, k=10, embedding_key="emb", ontology=True)
+    assert {p["predicted_term_id"] for p in up["predictions"]} <= {"CL:0000084", "CL:0000236"}
+    assert "predicted_term_id" not in client.annotate(queries, k=15)["predictions"][0]
+
+
 def test_non_h5ad_upload(server, tmp_path):
     files = {"file": ("notes.h5ad", b"this is not hdf5", "application/octet-stream")}
     r = httpx.post(
@@ -310,6 +325,13 @@ def test_match_embeddings(client):
     assert table[("T", "T cell")] == 1.0 and table[("B", "B cell")] == 1.0
     with pytest.raises(ServiceCallError, match="no zebrafish cells"):
         client.match(queries, species="mouse", against="zebrafish", query_labels=["T"] * 5)
+    labels = ["T", "T", "T", "B", "B"]
+    level = client.match(
+        queries, "mouse", "human", k=10, query_labels=labels, ontology_level=["lymphocyte"]
+    )
+    assert {r["reference_label"] for r in level["table"]} == {"lymphocyte"}
+    with pytest.raises(ServiceCallError, match="ontology level 'lymph' is not"):
+        client.match(queries, "mouse", "human", query_labels=labels, ontology_level=["lymph"])
 
 
 def test_answers_during_an_ingest_and_sees_it_after(server, store, tmp_path):

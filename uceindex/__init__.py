@@ -43,6 +43,12 @@ _EXPORTS = {
     "list_versions": "uceindex.store.store",
     "tag_version": "uceindex.store.store",
     "check_store": "uceindex.store.check",
+    "label_report": "uceindex.store.labels",
+    # the Cell Ontology
+    "cell_ontology": "uceindex.ontology",
+    "LabelMapper": "uceindex.ontology",
+    "label_map_of": "uceindex.ontology",
+    "read_label_map": "uceindex.ontology",
     # search
     "annotate": "uceindex.search",
     "summarise": "uceindex.search",

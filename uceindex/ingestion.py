@@ -41,12 +41,14 @@ from uceindex.io.genes import (
     require_enough,
     top_unmatched,
 )
-from uceindex.io.obs import ObsColumns, chunk_table, obs_columns
+from uceindex.io.obs import STRING, ObsColumns, chunk_table, obs_columns
 from uceindex.io.stream import H5AD, file_hash
 from uceindex.model.files import TRAINING_SPECIES
 from uceindex.model.numerics import DEFAULT_MODE, DEFAULT_PRECISION
+from uceindex.ontology import LABEL, TERM, TERM_COLUMNS, LabelMapper, cell_ontology, label_map_of
 from uceindex.pipeline import ahead, default_threads
 from uceindex.store import schema as S
+from uceindex.store.labels import label_report
 from uceindex.store.lock import ingest_lock
 from uceindex.store.store import Store, sql_string
 from uceindex.store.writer import DatasetWriter, settings_json
@@ -88,6 +90,7 @@ class DatasetResult:
     cells_written: int = 0  # cells processed by this run (less than n_cells after a resume)
     warnings: list[str] = field(default_factory=list)
     note: str = ""
+    labels: dict | None = None  # store.labels.label_report of the data set: CL terms, unmapped
 
     def as_dict(self) -> dict:
         d = dict(self.__dict__)
@@ -162,6 +165,49 @@ def _settings(obs: ObsColumns, **values) -> str:
     # obs_columns as [source, store] pairs: JSON objects are written with sorted keys
     pairs = [[source, name] for source, name in obs.names.items()]
     return settings_json({**values, "obs_columns": pairs, "renamed_columns": obs.renamed})
+
+
+def _with_terms(cols: ObsColumns, chunks, label_map: dict | None) -> tuple[Any, dict]:
+    """A data set with a `cell_type` label or CL ids in its obs gets the term columns
+    (ontology TERM_COLUMNS: the CL term of each cell, its label, how it was mapped); the obs's
+    own `cell_type_ontology_term_id` is replaced by its checked value. Returns the chunk
+    reader and the settings that name the ontology and the label map."""
+    if LABEL not in cols.names and TERM not in cols.names:
+        return chunks, {}
+    ontology = cell_ontology()
+    mapper = LabelMapper(label_map, ontology)
+    for name in TERM_COLUMNS:
+        if name not in cols.names:
+            cols.add(name, STRING, None, _reserved())
+        cols.types[cols.names[name]] = STRING
+
+    def with_terms(start: int, stop: int) -> Chunk:
+        names, frame, rows = chunks(start, stop)
+        none = np.full(len(frame), None, dtype=object)
+        labels = frame[LABEL].to_numpy(dtype=object) if LABEL in frame else none
+        given = frame[TERM].to_numpy(dtype=object) if TERM in frame else None
+        return names, frame.assign(**mapper.columns(labels, given)), rows
+
+    pairs = sorted((label_map or {}).items())
+    digest = hashlib.sha256(repr(pairs).encode()).hexdigest()[:16] if pairs else None
+    return with_terms, {"cell_ontology": ontology.version, "label_map": digest}
+
+
+def _labels_of(store: Store, result: DatasetResult) -> None:
+    """The data set's label report, and a warning naming its unmapped labels (none for a
+    file skipped as the twin of a data set stored under another id)."""
+    if store.dataset(result.dataset_id) is None:
+        return
+    report = label_report(store, result.dataset_id)
+    if report is None:
+        return
+    result.labels = report
+    if report["unmapped_cells"]:
+        top = ", ".join(f"{u['label']!r} ({u['cells']})" for u in report["unmapped"][:5])
+        result.warnings.append(
+            f"{report['unmapped_cells']} cells have no Cell Ontology term (e.g. {top}): "
+            "see `uceindex labels`, map them with --label-map"
+        )
 
 
 # -- the chunk loop shared by every source ------------------------------------------------------
@@ -274,6 +320,7 @@ def ingest_embeddings(
     embedding_source: str = "python",
     chunk_cells: int = CHUNK_CELLS_OBSM,
     storage_options: dict | None = None,
+    label_map=None,
 ) -> dict:
     """Write precomputed embeddings as one data set, no file needed.
 
@@ -281,7 +328,8 @@ def ingest_embeddings(
     embeddings: (n_cells, D); rows are L2-normalised here, rows with NaN/inf or zero norm go
     to `rejects` (as do rows whose `reasons` entry is not None). The store is bound to
     (model_name, model_fingerprint, D) by its first data set. Same content again is a no-op
-    unless replace=True. storage_options: as `Store.open` takes them. Returns
+    unless replace=True. storage_options: as `Store.open` takes them. label_map: a label map
+    file or dict (label -> CL id) for the `cell_type` labels. Returns
     DatasetResult.as_dict()."""
     with Store.using(store, create=True, storage_options=storage_options) as store:
         check_dataset_id(dataset_id)
@@ -295,6 +343,16 @@ def ingest_embeddings(
             dup = obs.index[obs.index.duplicated()][:3].tolist()
             raise InputDataError(f"obs names are not unique (e.g. {dup}): make them unique")
         cols = obs_columns(obs, _reserved())
+        names = np.asarray(obs.index.astype(str), dtype=object)
+        given = None if reasons is None else np.asarray(reasons, dtype=object)
+
+        def chunks(start: int, stop: int) -> Chunk:
+            emb, why = normalise(embeddings[start:stop], "embeddings")
+            if given is not None:
+                why = np.where(pd.isna(given[start:stop]), why, given[start:stop])
+            return names[start:stop], obs.iloc[start:stop], (emb, why)
+
+        chunks, terms = _with_terms(cols, chunks, label_map_of(label_map))
         record = {
             "dataset_id": dataset_id,
             "source_path": None,
@@ -308,18 +366,9 @@ def ingest_embeddings(
             "embedding_dim": int(embeddings.shape[1]),
             "embedding_source": embedding_source,
             "seed": None,
-            "settings": _settings(cols, chunk_cells=chunk_cells, gene_filter=EXTERNAL),
+            "settings": _settings(cols, chunk_cells=chunk_cells, gene_filter=EXTERNAL, **terms),
             "uceindex_version": uceindex.__version__,
         }
-        names = np.asarray(obs.index.astype(str), dtype=object)
-        given = None if reasons is None else np.asarray(reasons, dtype=object)
-
-        def chunks(start: int, stop: int) -> Chunk:
-            emb, why = normalise(embeddings[start:stop], "embeddings")
-            if given is not None:
-                why = np.where(pd.isna(given[start:stop]), why, given[start:stop])
-            return names[start:stop], obs.iloc[start:stop], (emb, why)
-
         result = DatasetResult(dataset_id, None, "ingested", n_cells=len(obs))
         result.embedding_source = embedding_source
         with ingest_lock(store.uri, dataset_id, None):
@@ -333,6 +382,7 @@ def ingest_embeddings(
                 progress=None,
                 result=result,
             )
+            _labels_of(store, result)
         return result.as_dict()
 
 
@@ -526,6 +576,7 @@ def plan_file(
     seed: int,
     chunk_cells: int | None,
     gene_filter: GeneFilter,
+    label_map: dict | None = None,
 ) -> _Plan:
     """Every check a file can fail before anything is written, and its plan."""
     if h5.n_obs == 0:
@@ -568,13 +619,14 @@ def plan_file(
         frame = _read(lambda: h5.obs_chunk(start, stop), "obs", h5.path)
         return names, frame, source.rows(start, stop)
 
+    chunks, terms = _with_terms(cols, chunks, label_map)
     record = {
         **source.record,
         "dataset_id": dataset_id,
         "source_path": str(h5.path.resolve()),
         "species": species,
         "n_cells": int(h5.n_obs),
-        "settings": _settings(cols, **source.settings),
+        "settings": _settings(cols, **source.settings, **terms),
         "uceindex_version": uceindex.__version__,
     }
     return _Plan(record, cols, chunks, chunk_cells, source.genes, source.finish)
@@ -603,6 +655,7 @@ def ingest(
     progress: Progress | None = None,
     storage_options: dict | None = None,
     write_chunks: WriteChunks | None = None,
+    label_map=None,
 ) -> IngestReport:
     """Ingest .h5ad files into a store (created if missing), one data set per file.
 
@@ -619,8 +672,13 @@ def ingest(
 
     `gene_filter="reference"` drops the genes detected in fewer than 10 cells of each file
     before embedding it, as the official pipeline does (recorded in the data set's settings;
-    pre-embedded data sets record "external")."""
+    pre-embedded data sets record "external").
+
+    Cells with a `cell_type` label (or CELLxGENE's `cell_type_ontology_term_id`) get the
+    Cell Ontology columns (docs/ontology.md); `label_map` (a CSV path or a dict label -> CL
+    id) maps labels the built-in steps do not."""
     gene_filter = gene_filter_of(gene_filter)
+    label_map = label_map_of(label_map)
     paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     if not paths:
         raise InputDataError("no files to ingest")
@@ -660,6 +718,7 @@ def ingest(
                         seed=seed,
                         chunk_cells=chunk_cells,
                         gene_filter=gene_filter,
+                        label_map=label_map,
                     )
                     if opened is None:  # created only once a file is known to be usable
                         opened = stack.enter_context(
@@ -685,6 +744,7 @@ def ingest(
                             result=result,
                             write_chunks=write_chunks,
                         )
+                        _labels_of(opened, result)
                 except UceIndexError as exc:
                     raise type(exc)(f"{path.name}: {exc}") from None
             report.datasets.append(result)

@@ -36,6 +36,7 @@ from uceindex.ingestion import (
 from uceindex.io.genes import MIN_GENES, MIN_MATCHED_SHARE, gene_filter_of
 from uceindex.io.obs import chunk_table
 from uceindex.io.stream import H5AD
+from uceindex.ontology import label_map_of
 from uceindex.store import options
 from uceindex.store.store import Store, default_store_uri
 from uceindex.store.writer import DatasetWriter, chunk_tables, maybe_die
@@ -148,6 +149,7 @@ def _worker_plan(job: dict, record: dict):
             seed=job["seed"],
             chunk_cells=job["chunk_cells"],
             gene_filter=gene_filter_of(job["gene_filter"]),
+            label_map=job["label_map"],
         )
         if plan.record["settings"] != record["settings"]:
             raise InputDataError(
@@ -316,6 +318,7 @@ def ingest_on_ray(
     mode: str = "fast",
     gene_filter: str = "per-cell",
     progress: Progress | None = None,
+    label_map=None,
 ) -> IngestReport:
     """`ingestion.ingest` with the chunks embedded and written by Ray workers: a local Ray of
     `workers` CPUs, or the cluster at `address` ("HOST:PORT"). Same rows, same `datasets`
@@ -348,6 +351,7 @@ def ingest_on_ray(
             "precision": precision,
             "mode": mode,
             "gene_filter": str(gene_filter_of(gene_filter).value),
+            "label_map": label_map_of(label_map),
             # resolved once here (short names, env, timeouts) for every Lance call of a worker
             "storage_options": _worker_options(store, storage_options),
         }
@@ -370,6 +374,7 @@ def ingest_on_ray(
             precision=precision,
             mode=mode,
             gene_filter=gene_filter,
+            label_map=job["label_map"],
             threads=0,
             progress=progress,
             write_chunks=_RayChunks(job, gpus, slots),

@@ -3,7 +3,8 @@
 Each query cell (`query.query_vectors`) is searched against the labelled cells of the store
 (optionally narrowed by a SQL `where`), all queries in batched searches (`neighbours.knn`);
 `vote.weighted_vote` turns the neighbours into a label, its confidence and the runner-up,
-and `novelty` flags the cells farther from the reference than its own cells are.
+and `novelty` flags the cells farther from the reference than its own cells are. With
+`ontology`, `ontology_vote` also calls a Cell Ontology term from the neighbours' terms.
 """
 
 from __future__ import annotations
@@ -13,16 +14,19 @@ import pandas as pd
 
 from uceindex.errors import QueryError
 from uceindex.io.genes import GeneFilter
+from uceindex.ontology import TERM, cell_ontology
 from uceindex.search.index import cells_table, describe_index, search_params
 from uceindex.search.neighbours import both, count_cells, knn, sql_name
 from uceindex.search.novelty import novelty_threshold_for
+from uceindex.search.ontology_vote import MIN_SCORE, ontology_vote
 from uceindex.search.query import LABEL, Progress, check_label, query_vectors
 from uceindex.search.vote import is_novel, weighted_vote
 from uceindex.store.store import Store
 from uceindex.vectors import usable_rows
 
 K = 50  # default neighbours per query cell
-NEIGHBOUR_SEP = ";"  # joins neighbour ids in the `neighbours` column
+NEIGHBOUR_SEP = ";"  # joins neighbour ids in the `neighbours` column, the terms of `term_path`
+TERM_OUTPUTS = ("predicted_term_id", "predicted_term_label", "term_score", "term_path")
 
 
 def annotate(
@@ -44,6 +48,9 @@ def annotate(
     gene_filter: str | GeneFilter = GeneFilter.PER_CELL,
     progress: Progress | None = None,
     storage_options: dict | None = None,
+    ontology: bool = False,
+    min_score: float = MIN_SCORE,
+    ontology_level: list[str] | None = None,
 ) -> pd.DataFrame:
     """Predict `label` for each query cell from its k most similar labelled stored cells.
 
@@ -61,7 +68,15 @@ def annotate(
     frame.attrs has label, k, where, novelty_threshold, the search settings, `as_of` (the
     version read, for a store opened as of one) and `warnings`
     (one line each: e.g. query cells embedded with another gene filter than the store's).
+
+    ontology: also call a Cell Ontology term from the neighbours' `cell_type_ontology_term_id`
+    (search/ontology_vote.py): columns predicted_term_id, predicted_term_label, term_score,
+    term_path (the coarser passing terms, ';'-joined) and cell_ontology (the CL version).
+    ontology_level: CL ids or labels; the call is then the level term with the highest score
+    (at least min_score), e.g. ["myeloid cell", "lymphocyte"] (implies ontology).
     """
+    levels = _levels(ontology_level) if ontology_level else None
+    ontology = ontology or levels is not None
     with Store.using(store, storage_options=storage_options) as st:
         cells = cells_table(st)
         check_label(st, label)
@@ -92,6 +107,8 @@ def annotate(
                 + (f" where {where}" if where else "")
                 + f": lower --k to {n_ref} or less"
             )
+        if ontology:
+            _check_terms(st, reference, where)
         params = search_params(
             describe_index(cells),
             k,
@@ -101,8 +118,9 @@ def annotate(
         )
         ok = usable_rows(vectors)
         step = (lambda done, total: progress(done, total, "searching")) if progress else None
+        columns = [label, TERM] if ontology and label != TERM else [label]
         found = knn(
-            cells, vectors[ok], k, where=reference, columns=[label], params=params, progress=step
+            cells, vectors[ok], k, where=reference, columns=columns, params=params, progress=step
         )
         vote = weighted_vote(found.columns[label], found.similarity, found.valid)
         frame = _frame(names, ok, vote)
@@ -114,6 +132,8 @@ def annotate(
             frame["novel"] = novel
         else:
             frame = frame.drop(columns="novel")
+        if ontology:
+            _add_terms(frame, ok, found, min_score, levels)
         if neighbour_ids:
             joined = np.full(len(names), None, dtype=object)
             joined[ok] = [NEIGHBOUR_SEP.join(r[r != None]) for r in found.cell_id]  # noqa: E711
@@ -129,7 +149,55 @@ def annotate(
             as_of=st.as_of.label if st.as_of is not None else None,  # the version read
             warnings=warnings,
         )
+        if ontology:
+            frame.attrs.update(cell_ontology=cell_ontology().version, min_score=min_score)
+            if levels:
+                frame.attrs["ontology_level"] = ";".join(levels)
         return frame
+
+
+def _check_terms(store: Store, reference: str | None, where: str | None) -> None:
+    """--ontology needs reference cells with a CL term: one line saying how to get them."""
+    mapped = both(reference, f"{TERM} IS NOT NULL")
+    if TERM not in store.obs_columns() or not count_cells(cells_table(store), mapped):
+        raise QueryError(
+            "no stored cell"
+            + (f" where {where}" if where else "")
+            + " has a Cell Ontology term, so --ontology has nothing to vote with: "
+            "see `uceindex labels` and re-ingest with --label-map labels.csv (label,term_id)"
+        )
+
+
+def _levels(names: list[str]) -> list[str]:
+    """--ontology-level values (CL ids or current labels) as CL ids, each checked."""
+    o = cell_ontology()
+    out = []
+    for name in names:
+        term = o.resolve(name)
+        if term is None:
+            raise QueryError(
+                f"ontology level {name!r} is not a current Cell Ontology id or label "
+                "(e.g. CL:0000763 or 'myeloid cell')"
+            )
+        out.append(term)
+    return out
+
+
+def _add_terms(frame: pd.DataFrame, ok: np.ndarray, found, min_score: float, levels) -> None:
+    """The ontology call of the searched rows as the TERM_OUTPUTS columns of `frame`."""
+    o = cell_ontology()
+    vote = ontology_vote(
+        found.columns[TERM], found.similarity, o.ancestors, found.valid, min_score, levels
+    )
+    n = len(frame)
+    term, label = np.full(n, None, dtype=object), np.full(n, None, dtype=object)
+    score, path = np.full(n, np.nan), np.full(n, None, dtype=object)
+    term[ok], score[ok] = vote.term, vote.score
+    label[ok] = [o.label(t) if t else None for t in vote.term]
+    path[ok] = [NEIGHBOUR_SEP.join(p) if t and p else None for t, p in zip(vote.term, vote.path)]
+    for name, values in zip(TERM_OUTPUTS, (term, label, score, path)):
+        frame[name] = values
+    frame["cell_ontology"] = o.version
 
 
 def _labelled(table, label: str) -> str | None:
@@ -186,10 +254,35 @@ def summarise(frame: pd.DataFrame) -> dict:
     ]
     if not has_novelty:
         labels = [{**row, "novel": None} for row in labels]
-    return {
+    out = {
         **frame.attrs,
         "cells": len(frame),
         "not_searched": int((~searched).sum()),
         "novel": int(novel.sum()) if has_novelty else None,
         "labels": labels,
     }
+    if "predicted_term_id" in frame.columns:
+        out["terms"] = _term_summary(frame)
+    return out
+
+
+def _term_summary(frame: pd.DataFrame) -> list[dict]:
+    """Per called CL term (most cells first; None: no term reached min_score) its label,
+    cells and mean score."""
+    called = frame[frame["predicted"].notna()].astype({"predicted_term_id": object})
+    groups = (
+        called.fillna({"predicted_term_id": "", "predicted_term_label": ""})
+        .groupby(["predicted_term_id", "predicted_term_label"], sort=False)
+        .agg(cells=("term_score", "size"), mean_score=("term_score", "mean"))
+        .sort_values("cells", ascending=False)
+        .reset_index()
+    )
+    return [
+        {
+            "term_id": r.predicted_term_id or None,
+            "term_label": r.predicted_term_label or None,
+            "cells": int(r.cells),
+            "mean_score": None if pd.isna(r.mean_score) else float(r.mean_score),
+        }
+        for r in groups.itertuples(index=False)
+    ]

@@ -20,6 +20,7 @@ from uceindex.search.annotation import K, annotate
 from uceindex.search.index import cells_table
 from uceindex.search.matching import best_matches, match_matrix, match_table, plot_match
 from uceindex.search.neighbours import both, count_cells
+from uceindex.search.ontology_vote import MIN_SCORE
 from uceindex.search.query import LABEL, Progress
 from uceindex.store.store import Store, sql_string
 
@@ -84,13 +85,19 @@ def match(
     gene_filter: str | GeneFilter = GeneFilter.PER_CELL,
     progress: Progress | None = None,
     storage_options: dict | None = None,
+    ontology_level: list[str] | None = None,
+    min_score: float = MIN_SCORE,
 ) -> MatchResult:
     """Match query cells of `species` (an AnnData) against the stored cells of species
     `against`: each query cell gets the best `label` of its k most similar reference cells
     (`annotate` with where "species = against"), then `matching.match_table` /
     `match_matrix` tabulate the query's own labels (obs[query_label], default `label`)
     against them. store: a Store or a URI (storage_options as `Store.open` takes them).
-    `cells.attrs["warnings"]` has annotate's warnings."""
+    `cells.attrs["warnings"]` has annotate's warnings.
+
+    ontology_level: match at these Cell Ontology terms (ids or labels, e.g. "myeloid cell",
+    "lymphocyte") instead of the reference's labels: each query cell's reference label is
+    the level term its neighbours' CL terms score highest (at least min_score), by label."""
     query_label = query_label or label
     if query_label not in query.obs:
         raise QueryError(
@@ -117,9 +124,12 @@ def match(
             device=device,
             gene_filter=gene_filter,
             progress=progress,
+            ontology_level=ontology_level,
+            min_score=min_score,
         )
     own = query.obs[query_label].astype(object)
     own = np.asarray(own.where(own.notna(), None), dtype=object)
     frame.insert(0, "query_label", own)
-    table = match_table(own, frame["predicted"].to_numpy(), frame["mean_similarity"].to_numpy())
+    predicted = frame["predicted_term_label" if ontology_level else "predicted"].to_numpy()
+    table = match_table(own, predicted, frame["mean_similarity"].to_numpy())
     return MatchResult(frame, table, match_matrix(table), species, against)

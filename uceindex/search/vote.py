@@ -36,7 +36,7 @@ class VoteResult:
         return pd.DataFrame({name: getattr(self, name) for name in self.__dataclass_fields__})
 
 
-def _check_slots(labels, similarities, valid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def check_slots(labels, similarities, valid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Shapes and dtypes of the (n, k) search output; `valid` defaults to all slots."""
     labels = np.asarray(labels)
     sims = np.asarray(similarities)
@@ -61,6 +61,15 @@ def _check_slots(labels, similarities, valid) -> tuple[np.ndarray, np.ndarray, n
             "a valid neighbour slot has a NaN or infinite similarity; mark padded slots invalid"
         )
     return labels, sims, ok
+
+
+def vote_weights(sims: np.ndarray, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each valid slot's weight, max(similarity, 0), one vote each in a row whose weights are
+    all 0; padded slots weigh 0. Returns (weights (n, k), row totals (n,))."""
+    w = np.maximum(sims, 0.0, where=ok, out=np.zeros_like(sims))
+    row_w = w.sum(axis=1)
+    w = np.where(ok & (row_w[:, None] == 0), 1.0, w)  # all-zero rows: one vote each
+    return w, w.sum(axis=1)
 
 
 def _row_means(sims: np.ndarray, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -126,7 +135,7 @@ def weighted_vote(
     Vectorised: each row's slots are sorted by label code and summed per run, so time and
     memory are O(n k log k) whatever the number of labels. Sums are float64 in slot order.
     """
-    labels, sims, ok = _check_slots(neighbour_labels, similarities, valid)
+    labels, sims, ok = check_slots(neighbour_labels, similarities, valid)
     n = sims.shape[0]
     mean_sim, n_valid = _row_means(sims, ok)
 
@@ -138,10 +147,7 @@ def weighted_vote(
     if ok.any():
         codes, uniques = _factorize(labels[ok])
         n_labels = len(uniques)
-        w = np.maximum(sims, 0.0, where=ok, out=np.zeros_like(sims))
-        row_w = w.sum(axis=1)
-        w = np.where(ok & (row_w[:, None] == 0), 1.0, w)  # all-zero rows: one vote each
-        row_w = w.sum(axis=1)
+        w, row_w = vote_weights(sims, ok)
 
         # sort each row's slots by label code (stable: slot order kept inside a label, so
         # sums match a plain loop); padded slots get code n_labels and sort last
@@ -201,7 +207,7 @@ def novelty_threshold(
     """
     if np.ndim(self_similarities) != 2:
         raise QueryError("self_similarities must be an (n_cells, k) array")
-    _, sims, ok = _check_slots(np.zeros(np.shape(self_similarities)), self_similarities, valid)
+    _, sims, ok = check_slots(np.zeros(np.shape(self_similarities)), self_similarities, valid)
     if not 0.0 <= quantile <= 1.0:
         raise QueryError(f"quantile must be between 0 and 1, got {quantile}")
     means, count = _row_means(sims, ok)

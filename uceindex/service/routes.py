@@ -203,6 +203,21 @@ def _form_int(fields: dict, name: str, default: int) -> int:
         raise QueryError(f"form field {name} must be a whole number") from None
 
 
+def _form_float(fields: dict, name: str, default: float) -> float:
+    value = fields.get(name)
+    try:
+        return float(value) if value not in (None, "") else default
+    except ValueError:
+        raise QueryError(f"form field {name} must be a number") from None
+
+
+def _form_bool(fields: dict, name: str) -> bool:
+    value = str(fields.get(name) or "false").strip().lower()
+    if value not in ("true", "false", "1", "0"):
+        raise QueryError(f"form field {name} must be true or false")
+    return value in ("true", "1")
+
+
 def _form_gene_filter(fields: dict) -> GeneFilter:
     value = fields.get("gene_filter") or GeneFilter.PER_CELL.value
     try:
@@ -244,8 +259,9 @@ async def annotate(request: Request, store: StoreDep):
 
     JSON (AnnotateRequest: embeddings) or multipart: `file` (.h5ad) with form fields k,
     label, where, species, embedding_key (without it the cells are embedded with the
-    store's model) and gene_filter (per-cell or reference; the summary's `warnings` say
-    when it is not the stored cells')."""
+    store's model), gene_filter (per-cell or reference; the summary's `warnings` say
+    when it is not the stored cells'), ontology and min_score (a Cell Ontology term per
+    cell, scored as Cellarium CAS does; the summary names the CL version)."""
     if _is_multipart(request):
         adata, fields = await _upload(request)
         k = _form_int(fields, "k", 50)
@@ -261,6 +277,8 @@ async def annotate(request: Request, store: StoreDep):
             embedding_key=fields.get("embedding_key") or None,
             model=None if fields.get("embedding_key") else _model(request),
             gene_filter=_form_gene_filter(fields),
+            ontology=_form_bool(fields, "ontology"),
+            min_score=_form_float(fields, "min_score", 0.5),
         )
     else:
         body = shapes.AnnotateRequest.model_validate(await _json(request))
@@ -273,6 +291,8 @@ async def annotate(request: Request, store: StoreDep):
             label=body.label,
             where=body.where,
             neighbour_ids=body.neighbour_ids,
+            ontology=body.ontology,
+            min_score=body.min_score,
         )
         if body.names:
             require(len(body.names) == len(frame), "names must have one entry per embedding")
@@ -292,7 +312,8 @@ async def match(request: Request, store: StoreDep):
     """Cross-species matching: query cells of one species vs stored cells of `against`.
 
     JSON (MatchRequest) or multipart: `file` (.h5ad) with form fields species, against,
-    label, query_label, k, where, embedding_key, gene_filter."""
+    label, query_label, k, where, embedding_key, gene_filter, ontology_level (CL terms,
+    ';'-separated: match at those terms) and min_score."""
     import anndata
 
     if _is_multipart(request):
@@ -316,6 +337,9 @@ async def match(request: Request, store: StoreDep):
             embedding_key=fields.get("embedding_key") or None,
             model=None if fields.get("embedding_key") else _model(request),
             gene_filter=_form_gene_filter(fields),
+            ontology_level=[t for t in (fields.get("ontology_level") or "").split(";") if t]
+            or None,
+            min_score=_form_float(fields, "min_score", 0.5),
         )
     else:
         body = shapes.MatchRequest.model_validate(await _json(request))
@@ -342,6 +366,8 @@ async def match(request: Request, store: StoreDep):
             k=body.k,
             where=body.where,
             embedding_key="embedding",
+            ontology_level=body.ontology_level,
+            min_score=body.min_score,
         )
     return jsonable_encoder({"cells": _rows(result.cells, "cell"), "table": _rows(result.table)})
 

@@ -75,6 +75,8 @@ class AnnotateRequest(BaseModel):
     label: str = "cell_type"
     where: str | None = None
     neighbour_ids: bool = False
+    ontology: bool = False  # also call a Cell Ontology term per cell (docs/ontology.md)
+    min_score: float = 0.5  # with ontology: the share of neighbour weight a term needs
 
 
 class AnnotateResponse(BaseModel):
@@ -92,6 +94,8 @@ class MatchRequest(BaseModel):
     k: int = 50
     label: str = "cell_type"
     where: str | None = None
+    ontology_level: list[str] | None = None  # match at these CL terms (ids or labels)
+    min_score: float = 0.5
 
 
 class MatchResponse(BaseModel):
