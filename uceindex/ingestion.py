@@ -47,7 +47,7 @@ from uceindex.model.files import TRAINING_SPECIES
 from uceindex.model.numerics import DEFAULT_MODE, DEFAULT_PRECISION
 from uceindex.pipeline import ahead, default_threads
 from uceindex.store import schema as S
-from uceindex.store.store import Store, sql_string
+from uceindex.store.store import Store
 from uceindex.store.writer import DatasetWriter, settings_json
 from uceindex.vectors import unit_rows
 
@@ -139,20 +139,6 @@ def normalise(embeddings: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarra
     return out, reasons
 
 
-def _reasons_of(store: Store, dataset_id: str) -> dict[str, int]:
-    rows = (
-        store.rejects.search()
-        .where(f"dataset_id = {sql_string(dataset_id)}")
-        .select(["reason"])
-        .limit(None)
-        .to_arrow()
-    )
-    if not rows.num_rows:
-        return {}
-    counts = pd.Series(rows.column("reason").to_pylist()).value_counts()
-    return {str(k): int(v) for k, v in counts.items()}
-
-
 def _reserved() -> set[str]:
     return set(S.core_names(S.CELLS))
 
@@ -232,7 +218,7 @@ def _write_dataset(
                 progress(stop, n, result.dataset_id)
         n_ok, n_rej = writer.counts()
         if n_ok == 0 and n:
-            reasons = _reasons_of(store, writer.dataset_id)
+            reasons = store.reject_reasons(writer.dataset_id).get(writer.dataset_id, {})
             raise InputDataError(
                 f"none of the {n} cells could be embedded ({'; '.join(reasons)}): "
                 "check the input (and --min-genes)"
@@ -243,7 +229,7 @@ def _write_dataset(
     except UceIndexError:
         writer.rollback()
         raise
-    result.reject_reasons = _reasons_of(store, writer.dataset_id)
+    result.reject_reasons = store.reject_reasons(writer.dataset_id).get(writer.dataset_id, {})
     result.seconds = time.perf_counter() - started
     return result
 

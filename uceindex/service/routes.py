@@ -16,6 +16,8 @@ from starlette.concurrency import run_in_threadpool
 from uceindex import __version__
 from uceindex.errors import InputDataError, QueryError
 from uceindex.io.genes import GeneFilter
+from uceindex.quality import qc as quality_report
+from uceindex.quality.report import DEFAULT_K, DEFAULT_SAMPLE
 from uceindex.search import annotate as annotate_cells
 from uceindex.search import cell_vector, cells_table, knn, summarise
 from uceindex.search import match as match_cells
@@ -56,6 +58,22 @@ def datasets(store: StoreDep):
     """One entry per ingested file, oldest first."""
     frame = store.datasets()
     return [_record(r) for r in frame.to_dict(orient="records")]
+
+
+@private.get("/qc", tags=["store"], response_model=dict)
+def qc(
+    store: StoreDep,
+    dataset: str | None = None,
+    sample: int = DEFAULT_SAMPLE,
+    k: int = DEFAULT_K,
+    label: str | None = None,
+    seed: int = 0,
+):
+    """The atlas quality report on a bounded, seeded sample (as `uceindex qc --json`): pairwise
+    cosine (collapse), batch mixing, label coherence and confusions, ingest record, flags."""
+    report = quality_report(store, dataset=dataset, sample=sample, k=k, label=label, seed=seed)
+    report.pop("store")  # no server paths
+    return jsonable_encoder(report)
 
 
 @private.get("/cells/{cell_id:path}", tags=["store"], response_model=dict)
