@@ -21,8 +21,8 @@ def test_cosine_summary_is_the_mean_and_std_over_all_pairs(m, d):
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     dots = [x[i] @ x[j] for i, j in itertools.permutations(range(m), 2)]
     mean, std = M.cosine_summary(x)
-    assert mean == pytest.approx(np.mean(dots), abs=1e-9)
-    assert std == pytest.approx(np.std(dots), abs=1e-7)
+    assert mean == pytest.approx(np.mean(dots), abs=1e-6)  # float32 products
+    assert std == pytest.approx(np.std(dots), abs=1e-5)
 
 
 def test_cosine_summary_of_one_row_is_nan():
@@ -32,8 +32,8 @@ def test_cosine_summary_of_one_row_is_nan():
 def test_cosine_pairs_are_cosines_of_distinct_rows():
     x = _unit(3, 5)
     pairs = M.cosine_pairs(x, 500, np.random.default_rng(0))
-    allowed = {round(float(x[i] @ x[j]), 9) for i, j in itertools.permutations(range(3), 2)}
-    assert {round(float(p), 9) for p in pairs} <= allowed  # never a row with itself (1.0)
+    allowed = np.array([x[i] @ x[j] for i, j in itertools.permutations(range(3), 2)])
+    assert np.abs(pairs[:, None] - allowed[None, :]).min(axis=1).max() < 1e-6  # never 1.0
     assert len(M.cosine_pairs(x[:1], 10, np.random.default_rng(0))) == 0
 
 

@@ -15,13 +15,14 @@ def cosine_summary(x: np.ndarray) -> tuple[float, float]:
     """Mean and standard deviation of the cosine over all m(m-1) ordered pairs i != j of the
     unit rows of x, without forming the m x m matrix: the sum of x_i.x_j is |sum x|^2 - m and
     the sum of its squares |X'X|_F^2 - m (the Gram matrix of the smaller side). NaN below 2 rows."""
-    x = np.asarray(x, dtype=np.float64)
+    x = np.asarray(x, dtype=np.float32)
     m = len(x)
     if m < 2:
         return float("nan"), float("nan")
-    self_dots = np.einsum("ij,ij->i", x, x)
-    total = float(x.sum(axis=0) @ x.sum(axis=0) - self_dots.sum())
-    gram = x.T @ x if x.shape[1] <= m else x @ x.T
+    self_dots = np.einsum("ij,ij->i", x, x, dtype=np.float64)
+    s = x.sum(axis=0, dtype=np.float64)
+    total = float(s @ s - self_dots.sum())
+    gram = (x.T @ x if x.shape[1] <= m else x @ x.T).astype(np.float64)  # float32 product
     squares = float((gram * gram).sum() - (self_dots**2).sum())
     pairs = m * (m - 1)
     mean = total / pairs
@@ -36,7 +37,7 @@ def cosine_pairs(x: np.ndarray, n_pairs: int, rng: np.random.Generator) -> np.nd
         return np.empty(0)
     i = rng.integers(0, m, n_pairs)
     j = (i + rng.integers(1, m, n_pairs)) % m  # never i
-    return np.einsum("ij,ij->i", np.asarray(x[i], np.float64), np.asarray(x[j], np.float64))
+    return np.einsum("ij,ij->i", x[i], x[j], dtype=np.float64)
 
 
 def knn_within(x: np.ndarray, k: int) -> np.ndarray:
