@@ -154,7 +154,9 @@ def test_qc_report(client, server):
     r = httpx.get(
         server + "/qc", params={"sample": 10**6}, headers={"Authorization": f"Bearer {TOKEN}"}
     )
-    assert r.status_code == 400 and "between 2 and 20,000" in r.json()["error"]["message"]
+    assert r.status_code == 400 and "at most 10,000 cells" in r.json()["error"]["message"]
+    with pytest.raises(ServiceCallError, match="between 2 and 20,000"):
+        client.qc(sample=1)
 
 
 def test_sql(client, store):

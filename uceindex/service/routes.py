@@ -63,6 +63,7 @@ def datasets(store: StoreDep):
 @private.get("/qc", tags=["store"], response_model=dict)
 def qc(
     store: StoreDep,
+    limits: LimitsDep,
     dataset: str | None = None,
     sample: int = DEFAULT_SAMPLE,
     k: int = DEFAULT_K,
@@ -70,7 +71,9 @@ def qc(
     seed: int = 0,
 ):
     """The atlas quality report on a bounded, seeded sample (as `uceindex qc --json`): pairwise
-    cosine (collapse), batch mixing, label coherence and confusions, ingest record, flags."""
+    cosine (collapse), batch mixing, label coherence and confusions, ingest record, flags.
+    The sample is capped by the query cells a request may have (`--max-queries`)."""
+    require(sample <= limits.max_queries, f"at most {limits.max_queries:,} cells in a qc sample")
     report = quality_report(store, dataset=dataset, sample=sample, k=k, label=label, seed=seed)
     report.pop("store")  # no server paths
     return jsonable_encoder(report)
