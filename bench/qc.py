@@ -74,10 +74,12 @@ def run_qc(uri: str, *args: str) -> dict:
             stdout=out,
             stderr=subprocess.DEVNULL,
         )
-        peak = 0
+        peak, cpu = 0, 0.0
         while child.poll() is None:
             try:
                 peak = max(peak, child.memory_info().rss)
+                times = child.cpu_times()
+                cpu = times.user + times.system  # the child's own CPU: what load does not inflate
             except psutil.NoSuchProcess:
                 break
             time.sleep(0.05)
@@ -89,6 +91,7 @@ def run_qc(uri: str, *args: str) -> dict:
     return {
         "args": " ".join(args) or "(defaults)",
         "seconds": round(seconds, 2),
+        "cpu_s": round(cpu, 1),
         "peak_rss_mib": round(peak / 2**20),
         "sampled": report["sample"]["cells"],
         "flags": sorted({f"{f['dataset_id']}:{f['flag']}" for f in report["flags"]}),
@@ -110,8 +113,11 @@ def main() -> None:
     runs = [run_qc(uri), run_qc(uri, "--sample", "20000"), run_qc(uri, "--dataset", "ds03")]
     print_table(
         f"uceindex qc on {n:,} cells ({DATASETS} data sets, {DIM}-d)",
-        ["options", "s", "peak RSS MiB", "sampled", "flags"],
-        [[r["args"], r["seconds"], r["peak_rss_mib"], r["sampled"], len(r["flags"])] for r in runs],
+        ["options", "wall s", "CPU s", "peak RSS MiB", "sampled", "flags"],
+        [
+            [r["args"], r["seconds"], r["cpu_s"], r["peak_rss_mib"], r["sampled"], len(r["flags"])]
+            for r in runs
+        ],
     )
     write_json(
         args.json,

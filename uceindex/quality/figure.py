@@ -45,7 +45,8 @@ def _histograms(ax, report: dict, datasets: list[dict]) -> None:
     ax.set_xlabel("cosine of random cell pairs")
     ax.set_ylabel("share of pairs")
     ax.set_title("collapse: pairwise cosine (red: alarm on the mean)", fontsize=9)
-    ax.legend(fontsize=7)
+    if ax.lines[1:]:  # the threshold line has no label
+        ax.legend(fontsize=7)
 
 
 def _mixing(ax, report: dict, datasets: list[dict]) -> None:

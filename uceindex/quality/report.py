@@ -158,17 +158,18 @@ def _mixing(observed, plain, conditional, group, names, rows) -> dict:
         out["score"] = out["score_all_cells"]
         return out
     out["score"] = M.mixing_score(observed[rows], conditional[rows])
-    out["by_label"] = [
-        {
-            "label": str(names[g]),
-            "cells": int(in_label.sum()),
-            "other_share": _mean(observed[in_label]),
-            "expected": _mean(conditional[in_label]),
-            "score": M.mixing_score(observed[in_label], conditional[in_label]),
-        }
-        for g in np.unique(group[rows & (group >= 0)])
-        for in_label in [rows & (group == g)]
-    ]
+    out["by_label"] = []
+    for g in np.unique(group[rows & (group >= 0)]):
+        in_label = rows & (group == g)
+        out["by_label"].append(
+            {
+                "label": str(names[g]),
+                "cells": int(in_label.sum()),
+                "other_share": _mean(observed[in_label]),
+                "expected": _mean(conditional[in_label]),
+                "score": M.mixing_score(observed[in_label], conditional[in_label]),
+            }
+        )
     return out
 
 
