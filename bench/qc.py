@@ -12,6 +12,7 @@ largest (20,000) and `--dataset` of one data set; peak RSS of each child.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -119,12 +120,15 @@ def main() -> None:
             for r in runs
         ],
     )
+    end_load = round(os.getloadavg()[0], 2)
+    print(f"load at the end {end_load}; flags: {runs[0]['flags']}")
     write_json(
         args.json,
         {
             "command": command_line(),
             "date": utc_now(),
             "machine": info,
+            "load_avg_1m_end": end_load,
             "cells": n,
             "store_write_s": wrote,
             "runs": runs,
