@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import embed, models, serve, species
+from cli import embed, models, qc, serve, species
 from cli import search as search_commands
 from cli import sql as sql_command
 from cli import store as store_commands
@@ -40,6 +40,7 @@ app.command("query", help=search_commands.QUERY_HELP, epilog=search_commands.QUE
 )
 app.command("similar", epilog=search_commands.SIMILAR_EPILOG)(search_commands.similar)
 app.command("match", epilog=search_commands.MATCH_EPILOG)(search_commands.match)
+app.command("qc", epilog=qc.EPILOG)(qc.qc)
 
 
 def main() -> None:

@@ -36,6 +36,7 @@ PAGES = {
     "uceindex match": "search.md",
     "uceindex sql": "sql.md",
     "uceindex serve": "service.md",
+    "uceindex qc": "qc.md",
 }
 
 

@@ -143,6 +143,22 @@ def test_datasets_and_cells(client):
     assert info.value.status == 404
 
 
+def test_qc_report(client, server):
+    report = client.qc(sample=200, k=10)
+    assert report["sample"]["cells"] == 200 and report["sample"]["per_dataset"] == {"blood": 200}
+    assert "store" not in report and report["flags"] == []  # two clusters, nothing collapsed
+    assert report["datasets"][0]["coherence"]["cell_type"]["share"] > 0.9
+    with pytest.raises(ServiceCallError, match="no data set 'nope'") as info:
+        client.qc(dataset="nope")
+    assert info.value.status == 400
+    r = httpx.get(
+        server + "/qc", params={"sample": 10**6}, headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    assert r.status_code == 400 and "at most 10,000 cells" in r.json()["error"]["message"]
+    with pytest.raises(ServiceCallError, match="between 2 and 20,000"):
+        client.qc(sample=1)
+
+
 def test_sql(client, store):
     out = client.sql("SELECT cell_type, count(*) AS n FROM cells GROUP BY 1 ORDER BY 1")
     obs, _ = _clusters(300)

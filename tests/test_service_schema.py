@@ -18,5 +18,6 @@ def test_every_route_is_in_the_document():
         "/annotate",
         "/match",
         "/sql",
+        "/qc",
     } <= set(paths)
     assert "multipart/form-data" in paths["/annotate"]["post"]["requestBody"]["content"]

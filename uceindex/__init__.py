@@ -59,6 +59,9 @@ _EXPORTS = {
     "add_to_obs": "uceindex.search",
     "refresh_index": "uceindex.search",
     "index_stats": "uceindex.search",
+    # the quality report
+    "qc": "uceindex.quality",
+    "plot_qc": "uceindex.quality",
     # sql and the service
     "SqlSession": "uceindex.sql",
     "Client": "uceindex.service.client",

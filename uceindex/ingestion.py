@@ -50,7 +50,7 @@ from uceindex.pipeline import ahead, default_threads
 from uceindex.store import schema as S
 from uceindex.store.labels import label_report
 from uceindex.store.lock import ingest_lock
-from uceindex.store.store import Store, sql_string
+from uceindex.store.store import Store
 from uceindex.store.writer import DatasetWriter, settings_json
 from uceindex.vectors import unit_rows
 
@@ -141,20 +141,6 @@ def normalise(embeddings: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarra
     reasons[~finite] = REASON_NONFINITE.format(where=where)
     reasons[finite & ~ok] = REASON_ZERO.format(where=where)
     return out, reasons
-
-
-def _reasons_of(store: Store, dataset_id: str) -> dict[str, int]:
-    rows = (
-        store.rejects.search()
-        .where(f"dataset_id = {sql_string(dataset_id)}")
-        .select(["reason"])
-        .limit(None)
-        .to_arrow()
-    )
-    if not rows.num_rows:
-        return {}
-    counts = pd.Series(rows.column("reason").to_pylist()).value_counts()
-    return {str(k): int(v) for k, v in counts.items()}
 
 
 def _reserved() -> set[str]:
@@ -279,7 +265,7 @@ def _write_dataset(
                 progress(stop, n, result.dataset_id)
         n_ok, n_rej = writer.counts()
         if n_ok == 0 and n:
-            reasons = _reasons_of(store, writer.dataset_id)
+            reasons = store.reject_reasons(writer.dataset_id).get(writer.dataset_id, {})
             raise InputDataError(
                 f"none of the {n} cells could be embedded ({'; '.join(reasons)}): "
                 "check the input (and --min-genes)"
@@ -290,7 +276,7 @@ def _write_dataset(
     except UceIndexError:
         writer.rollback()
         raise
-    result.reject_reasons = _reasons_of(store, writer.dataset_id)
+    result.reject_reasons = store.reject_reasons(writer.dataset_id).get(writer.dataset_id, {})
     result.seconds = time.perf_counter() - started
     return result
 

@@ -266,9 +266,16 @@ def sample_cells(table, n: int, *, where: str | None = None, seed: int = 0):
     pick = np.sort(rng.choice(row_ids, size=min(n, len(row_ids)), replace=False))
     if len(pick) == 0:
         return np.empty(0, dtype=object), np.empty((0, 0), dtype=np.float32)
-    got = table.take_row_ids(pick.tolist()).select([ID, EMBEDDING]).to_arrow()
+    got, emb = take_cells(table, pick, [ID])
+    return got.column(ID).to_numpy(zero_copy_only=False), emb
+
+
+def take_cells(table, row_ids, columns):
+    """The stored rows `row_ids` (Lance row ids): (an arrow table of `columns`, their
+    embeddings (m, D) float32), in the order Lance returns them."""
+    got = table.take_row_ids([int(r) for r in row_ids]).select([*columns, EMBEDDING]).to_arrow()
     emb = got.column(EMBEDDING).combine_chunks().flatten().to_numpy().reshape(got.num_rows, -1)
-    return got.column(ID).to_numpy(zero_copy_only=False), emb.astype(np.float32, copy=False)
+    return got.drop_columns([EMBEDDING]), emb.astype(np.float32, copy=False)
 
 
 def cell_vector(table, cell_id: str) -> np.ndarray:

@@ -69,6 +69,12 @@ class Client:
         """The store's versions, oldest first (what `uceindex versions --json` lists)."""
         return self._call("GET", "/versions")
 
+    def qc(self, dataset: str | None = None, sample: int | None = None, **params) -> dict:
+        """The atlas quality report (`uceindex qc --json` less the store path); params: k,
+        label, seed."""
+        params = {"dataset": dataset, "sample": sample, **params}
+        return self._call("GET", "/qc", params={k: v for k, v in params.items() if v is not None})
+
     def cell(self, cell_id: str, embedding: bool = False) -> dict:
         return self._call("GET", f"/cells/{cell_id}", params={"embedding": embedding})
 

@@ -16,6 +16,8 @@ from starlette.concurrency import run_in_threadpool
 from uceindex import __version__
 from uceindex.errors import InputDataError, QueryError
 from uceindex.io.genes import GeneFilter
+from uceindex.quality import qc as quality_report
+from uceindex.quality.report import DEFAULT_K, DEFAULT_SAMPLE
 from uceindex.search import annotate as annotate_cells
 from uceindex.search import cell_vector, cells_table, knn, summarise
 from uceindex.search import match as match_cells
@@ -63,6 +65,25 @@ def versions(store: StoreDep):
     """The store's versions, oldest first: when, what changed, tags. Any of them (number or
     tag) can be read with `?as_of=` on the other routes."""
     return [v.as_dict() for v in store.history()]
+
+
+@private.get("/qc", tags=["store"], response_model=dict)
+def qc(
+    store: StoreDep,
+    limits: LimitsDep,
+    dataset: str | None = None,
+    sample: int = DEFAULT_SAMPLE,
+    k: int = DEFAULT_K,
+    label: str | None = None,
+    seed: int = 0,
+):
+    """The atlas quality report on a bounded, seeded sample (as `uceindex qc --json`): pairwise
+    cosine (collapse), batch mixing, label coherence and confusions, ingest record, flags.
+    The sample is capped by the query cells a request may have (`--max-queries`)."""
+    require(sample <= limits.max_queries, f"at most {limits.max_queries:,} cells in a qc sample")
+    report = quality_report(store, dataset=dataset, sample=sample, k=k, label=label, seed=seed)
+    report.pop("store")  # no server paths
+    return jsonable_encoder(report)
 
 
 @private.get("/cells/{cell_id:path}", tags=["store"], response_model=dict)

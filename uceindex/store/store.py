@@ -366,6 +366,17 @@ class Store:
             return rejects.count_rows()
         return rejects.count_rows(f"dataset_id = {sql_string(dataset_id)}")
 
+    def reject_reasons(self, dataset_id: str | None = None) -> dict[str, dict[str, int]]:
+        """{dataset_id: {reason: cells}} of the `rejects` table (of one data set when given)."""
+        query = self.rejects.search().select(["dataset_id", "reason"]).limit(None)
+        if dataset_id is not None:
+            query = query.where(f"dataset_id = {sql_string(dataset_id)}")
+        frame = query.to_arrow().to_pandas()
+        out: dict[str, dict[str, int]] = {}
+        for (dataset, reason), n in frame.value_counts(["dataset_id", "reason"]).items():
+            out.setdefault(str(dataset), {})[str(reason)] = int(n)
+        return out
+
     def obs_columns(self) -> list[str]:
         """Columns of `cells` that came from obs (neither core nor the embedding)."""
         cells = self.cells
