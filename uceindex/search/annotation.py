@@ -14,11 +14,11 @@ import pandas as pd
 from uceindex.errors import QueryError
 from uceindex.io.genes import GeneFilter
 from uceindex.search.index import cells_table, describe_index, search_params
-from uceindex.search.neighbours import both, count_cells, knn, sql_name
+from uceindex.search.neighbours import both, count_cells, knn
 from uceindex.search.novelty import novelty_threshold_for
 from uceindex.search.query import LABEL, Progress, check_label, query_vectors
 from uceindex.search.vote import is_novel, weighted_vote
-from uceindex.store.store import Store
+from uceindex.store.store import Store, sql_name
 from uceindex.vectors import usable_rows
 
 K = 50  # default neighbours per query cell

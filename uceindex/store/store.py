@@ -46,6 +46,12 @@ def sql_string(value: str) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
+def sql_name(column: str) -> str:
+    """A column name quoted for a Lance filter or SQL expression: in backticks, a backtick
+    inside doubled, so that spaces, quotes and keywords (`select`, `from`) are names."""
+    return "`" + column.replace("`", "``") + "`"
+
+
 def retry_commit(fn, *args, **kwargs):
     """Run a delete/update/merge, retrying when another writer committed first.
 

@@ -27,7 +27,7 @@ import pyarrow as pa
 from uceindex.errors import StoreError
 from uceindex.io.obs import STRING, ObsColumns, merge_types
 from uceindex.store import schema as S
-from uceindex.store.store import Store, retry_commit, sql_string
+from uceindex.store.store import Store, retry_commit, sql_name, sql_string
 
 KILL_ENV = "UCEINDEX_TEST_KILL_AT"  # tests: "<point>:<chunk>" makes the writer SIGKILL itself
 TMP_SUFFIX = "__uceindex_tmp"  # a column being converted to string
@@ -229,7 +229,7 @@ class DatasetWriter:
     def _convert(self, cells, name: str, kind: pa.DataType) -> None:
         """Change the type of a stored column (to float64 or string): copy, drop, rename."""
         sql = "DOUBLE" if kind != STRING else "STRING"
-        cells.add_columns({name + TMP_SUFFIX: f"CAST(`{name}` AS {sql})"})
+        cells.add_columns({name + TMP_SUFFIX: f"CAST({sql_name(name)} AS {sql})"})
         self._finish_conversions(cells)
 
     def _finish_conversions(self, cells) -> None:
@@ -309,7 +309,10 @@ class DatasetWriter:
         if cells is not None and self.added_columns:
             present = set(cells.schema.names)
             drop = [c for c in self.added_columns if c in present]
-            if drop and cells.count_rows(" OR ".join(f"`{c}` IS NOT NULL" for c in drop)) == 0:
+            if (
+                drop
+                and cells.count_rows(" OR ".join(f"{sql_name(c)} IS NOT NULL" for c in drop)) == 0
+            ):
                 cells.drop_columns(drop)
         self.store.refresh()
 
