@@ -112,10 +112,16 @@ class DatasetWriter:
                 return "skip"
             if row is not None and row["status"] == "running":
                 if not same or row["settings"] != rec["settings"]:
+                    differs = (
+                        f"content (sha256 {row['content_hash'][:12]}… there, "
+                        f"{rec['content_hash'][:12]}… now)"
+                        if not same
+                        else settings_differ(row["settings"], rec["settings"])
+                    )
                     raise StoreError(
-                        f"an interrupted ingest of {self.dataset_id!r} with other "
-                        f"{'content' if not same else 'settings'} is in the store: re-run it "
-                        "as it was to finish it, or pass --replace to start again"
+                        f"an interrupted ingest of {self.dataset_id!r} with other {differs} "
+                        "is in the store: re-run it as it was to finish it, or pass --replace "
+                        "to start again"
                     )
                 self._prepare_columns()
                 self.start_chunk = self._resume_point()
@@ -365,6 +371,20 @@ def chunk_tables(
     columns[S.EMBEDDING] = embedding_array(embeddings[keep])
     fields = [schema.field(n) for n in columns]
     return pa.table(columns, schema=pa.schema(fields)), rejects
+
+
+def settings_differ(stored: str | None, now: str) -> str:
+    """What differs between two `settings_json` texts, each setting with both values:
+    "settings (gene_filter: 'reference' there, 'per-cell' now)"."""
+    old, new = json.loads(stored or "{}"), json.loads(now)
+    keys = [k for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
+
+    def shown(value) -> str:
+        text = repr(value) if value is not None else "unset"
+        return text if len(text) <= 80 else text[:79] + "…"
+
+    parts = [f"{k}: {shown(old.get(k))} there, {shown(new.get(k))} now" for k in keys]
+    return f"settings ({'; '.join(parts)})"
 
 
 def settings_json(settings: dict) -> str:
