@@ -90,17 +90,27 @@ def sql(
         if out is not None and len(statements) > 1:
             raise QueryError(f"--out takes one statement, got {len(statements)}")
         try:
-            for one in statements:
-                run(session, one, fmt, out=out, limit=limit)
+            for one in statements:  # piped, a table keeps every column
+                run(session, one, fmt, out=out, limit=limit, fit=console.is_terminal)
         except KeyboardInterrupt:
             err_console.print("[red]interrupted[/red]")
             raise typer.Exit(130) from None
 
 
-def run(session, statement: str, fmt: str, *, out=None, limit=None, to: Console = console):
-    """One statement, rendered as a table or written as csv/json/parquet. It runs in a
-    worker thread so that Ctrl-C, which Python delivers to this thread, can interrupt it."""
-    _interruptible(session, _run, session, statement, fmt, out, limit, to)
+def run(
+    session,
+    statement: str,
+    fmt: str,
+    *,
+    out=None,
+    limit=None,
+    to: Console = console,
+    fit: bool = True,
+):
+    """One statement, rendered as a table (`fit`: only the columns that fit the width) or
+    written as csv/json/parquet. It runs in a worker thread so that Ctrl-C, which Python
+    delivers to this thread, can interrupt it."""
+    _interruptible(session, _run, session, statement, fmt, out, limit, to, fit)
 
 
 def _interruptible(session, fn, *args):
@@ -126,10 +136,10 @@ def _interruptible(session, fn, *args):
         raise outcome[0]
 
 
-def _run(session, statement: str, fmt: str, out, limit, to: Console) -> None:
+def _run(session, statement: str, fmt: str, out, limit, to: Console, fit: bool) -> None:
     if fmt == TABLE:
         shown = limit or DISPLAY_ROWS
-        render_table(session.execute(statement, limit=shown, count_rest=True), to)
+        render_table(session.execute(statement, limit=shown, count_rest=True), to, fit=fit)
         return
     if out is None:
         sys.stdout.flush()
@@ -144,15 +154,17 @@ def _run(session, statement: str, fmt: str, out, limit, to: Console) -> None:
         err_console.print(f"stopped at --limit {limit:,} rows", highlight=False)
 
 
-def render_table(result, to: Console) -> None:
-    """A rich table: long text cut, vectors abbreviated, a note for rows not shown."""
+def render_table(result, to: Console, fit: bool = True) -> None:
+    """A rich table: long text cut, vectors abbreviated, a note for rows not shown; `fit`:
+    the columns that fit the console's width (else all of them, as wide as they need)."""
     if result.columns == ["explain_key", "explain_value"]:
         for value in result.table["explain_value"].to_pylist():
             to.print(Text(value))
         return
     rows = [[_cell(value) for value in row] for row in result.rows()]
     fields = list(result.table.schema)
-    keep = _fitting_columns(fields, rows, to.width)
+    needs = _widths(fields, rows)
+    keep = _fitting_columns(needs, to.width) if fit else list(range(len(fields)))
     table = Table(show_header=True, header_style="bold", show_edge=False)
     for i in keep:
         numeric = _is_number(fields[i].type)
@@ -164,7 +176,7 @@ def render_table(result, to: Console) -> None:
         )
     for row in rows:
         table.add_row(*(row[i] for i in keep))
-    to.print(table)
+    (to if fit else Console(file=to.file, width=max(to.width, sum(needs)))).print(table)
     total = result.num_rows + (result.more_rows or 0)
     note = f"{total:,} row{'' if total == 1 else 's'} in {result.elapsed_s:.2f} s"
     if result.more_rows:
@@ -183,11 +195,18 @@ def render_table(result, to: Console) -> None:
     to.print(Text(note, style="dim"), soft_wrap=True)
 
 
-def _fitting_columns(fields, rows: list[list[Text]], width: int) -> list[int]:
+def _widths(fields, rows: list[list[Text]]) -> list[int]:
+    """The width each column needs: its longest cell or name, padding and rule."""
+    return [
+        max([len(field.name), *(row[i].cell_len for row in rows)]) + 3
+        for i, field in enumerate(fields)
+    ]
+
+
+def _fitting_columns(needs: list[int], width: int) -> list[int]:
     """The leading columns that fit in `width` (at least one), like DuckDB's own shell."""
     keep, used = [], 0
-    for i, field in enumerate(fields):
-        need = max([len(field.name), *(row[i].cell_len for row in rows)]) + 3  # padding, rule
+    for i, need in enumerate(needs):
         if keep and used + need > width:
             break
         keep.append(i)

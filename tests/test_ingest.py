@@ -451,3 +451,31 @@ def test_a_write_the_store_refuses_leaves_no_running_data_set_nor_column(tmp_pat
             uri, "second", obs.assign(new=1), rng.standard_normal((10, 8)), "human", "m", "f"
         )
     assert _state(uri) == before
+
+
+def test_counts_stay_integers_and_export_speaks_embeds_keys(tmp_path, monkeypatch):
+    """`datasets` beside a running data set shows 10, not 10.0; the exported uns['uce'] has
+    `uceindex embed`'s keys and numbers, so the file ingests again bound to the same model."""
+    from uceindex.ingestion import ingest_embeddings
+    from uceindex.store.export import export_dataset
+
+    uri = tmp_path / "atlas"
+    rng = np.random.default_rng(5)
+    obs = pd.DataFrame({"cell_type": ["a", "b"] * 5}, index=[f"c{i}" for i in range(10)])
+    ingest_embeddings(uri, "done", obs, rng.standard_normal((10, 8)), "human", "m", "f")
+    _kill_at(monkeypatch, "cells:0")
+    with pytest.raises(_Killed):
+        ingest_embeddings(uri, "half", obs, rng.standard_normal((10, 8)), "human", "m", "f")
+    monkeypatch.undo()
+    rows = {d["dataset_id"]: d for d in uceindex.list_datasets(uri)["datasets"]}
+    assert type(rows["done"]["n_embedded"]) is int and rows["half"]["n_embedded"] is None
+    listed = runner.invoke(app, ["datasets", "--store", str(uri)])
+    assert " 10 " in listed.stdout and "10.0" not in listed.stdout
+
+    uce = export_dataset(uri, "done").uns["uce"]
+    assert (uce["model"], uce["fingerprint"], uce["cells"], uce["embedded"]) == ("m", "f", 10, 10)
+    assert "model_fingerprint" not in uce and "seed" not in uce  # unset: left out, not ""
+    out = tmp_path / "back.h5ad"
+    uceindex.export(uri, "done", out)
+    again = ingest(out, "human", tmp_path / "again", embedding_key="X_uce")
+    assert again.model["model_fingerprint"] == "f" and again.model["model_name"] == "m"

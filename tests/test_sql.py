@@ -474,6 +474,19 @@ def test_cli_table_caps_rows_and_abbreviates(store):
     assert f"({DIM})" in result.stdout  # vectors show a few values and their size
 
 
+def test_cli_table_piped_keeps_every_column(store):
+    result = _sql(store, "SELECT * FROM datasets")  # stdout is not a terminal here
+    assert result.exit_code == 0, result.output
+    header = result.stdout.splitlines()[0].replace("┃", " ").split()
+    assert header == [c for c, _ in _schema(store, "datasets")]
+    assert "not shown" not in result.stdout
+
+
+def _schema(store, table: str) -> list:
+    with SqlSession(store[0]) as session:
+        return session.schema(table)
+
+
 def test_cli_csv_and_limit(store):
     result = _sql(store, "--format", "csv", "--limit", "5", "SELECT cell_id, n_genes FROM cells")
     assert result.exit_code == 0, result.output

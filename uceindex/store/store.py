@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 
 from uceindex.errors import StoreError
 from uceindex.store import options as O
@@ -219,7 +220,11 @@ class Store:
     def datasets(self) -> pd.DataFrame:
         """One row per data set (the `datasets` table), oldest first."""
         table = self.datasets_table
-        frame = table.to_arrow().to_pandas() if table is not None else pd.DataFrame()
+        # counts stay integers (Int64) where some are unset, not floats (700.0)
+        ints = {pa.int32(): pd.Int32Dtype(), pa.int64(): pd.Int64Dtype()}
+        frame = table.to_arrow().to_pandas(types_mapper=ints.get) if table is not None else None
+        if frame is None:
+            frame = pd.DataFrame()
         if frame.empty:
             return pd.DataFrame(columns=S.core_names(S.DATASETS))
         return frame.sort_values(["created_at", "dataset_id"]).reset_index(drop=True)
@@ -265,7 +270,7 @@ def list_datasets(
     """What `uceindex datasets` shows: the store, its model and its data sets."""
     with Store.using(store, storage_options=storage_options) as store:
         frame = store.datasets().astype(object)
-        frame = frame.where(frame.notna(), None)  # NaN of unset counts -> None
+        frame = frame.where(frame.notna(), None)  # NA of unset counts -> None
         return {
             "store": store.uri,
             "model": store.model_info(),
