@@ -3,6 +3,7 @@ and match cells."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -317,7 +318,8 @@ def match(
     table = Table(
         title=f"{input.name}: {species} {query_label or label} -> {against} {label} (k={k})"
     )
-    for column in ("query label", "best reference label", "share", "mean similarity", "cells"):
+    columns = ("query label", "best reference label", "share", "mean similarity", "novel", "cells")
+    for column in columns:
         table.add_column(column, justify="left" if "label" in column else "right")
     for row in result.best().itertuples(index=False):
         table.add_row(
@@ -325,6 +327,7 @@ def match(
             str(row.reference_label),
             f"{row.share:.2f}",
             f"{row.mean_similarity:.3f}",
+            "-" if math.isnan(row.novel_share) else f"{row.novel_share:.0%}",
             f"{row.n_cells:,}",
         )
     console.print(table)

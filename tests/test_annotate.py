@@ -227,6 +227,22 @@ def test_match_across_species(atlas, tmp_path):
         )
 
 
+def test_match_gives_each_query_labels_share_of_novel_cells(atlas):
+    """Cells of a type the reference lacks land on some reference label all the same; the
+    novel share tells them apart from cells that match."""
+    x, _ = query_cells(KNOWN, 40, 13, atlas["centres"])
+    far, _ = query_cells([HELD_OUT], 40, 14, atlas["centres"])
+    own = ["known"] * 40 + ["held out"] * 40
+    query = ad.AnnData(obs=pd.DataFrame({"cell_type": own}, index=[f"q{i}" for i in range(80)]))
+    query.obsm["X_emb"] = np.vstack([x, far]).astype(np.float32)
+    result = match(
+        atlas["uri"], query, species="mouse", against="human", embedding_key="X_emb", k=10
+    )
+    share = result.best().set_index("query_label")["novel_share"]
+    assert share["held out"] > 0.9 and share["known"] < 0.1
+    assert result.cells["predicted"].notna().all()  # every cell got a reference label
+
+
 # -- the store's model: embedding on the fly, refusing another -------------------------------------
 
 
@@ -368,4 +384,5 @@ def test_cli_match(atlas, tmp_path):
         "n_cells",
         "share",
         "mean_similarity",
+        "novel_share",
     ]

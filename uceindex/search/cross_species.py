@@ -89,7 +89,7 @@ def match(
     `against`: each query cell gets the best `label` of its k most similar reference cells
     (`annotate` with where "species = against"), then `matching.match_table` /
     `match_matrix` tabulate the query's own labels (obs[query_label], default `label`)
-    against them. store: a Store or a URI (storage_options as `Store.open` takes them).
+    against them, with each query label's share of novel cells. store: a Store or a URI (storage_options as `Store.open` takes them).
     `cells.attrs["warnings"]` has annotate's warnings."""
     query_label = query_label or label
     if query_label not in query.obs:
@@ -121,5 +121,10 @@ def match(
     own = query.obs[query_label].astype(object)
     own = np.asarray(own.where(own.notna(), None), dtype=object)
     frame.insert(0, "query_label", own)
-    table = match_table(own, frame["predicted"].to_numpy(), frame["mean_similarity"].to_numpy())
+    table = match_table(
+        own,
+        frame["predicted"].to_numpy(),
+        frame["mean_similarity"].to_numpy(),
+        frame["novel"].array,
+    )
     return MatchResult(frame, table, match_matrix(table), species, against)
