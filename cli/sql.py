@@ -40,6 +40,7 @@ End a statement with ; (it may span lines). The views: cells, datasets, rejects.
 Examples:
   SELECT tissue, count(*) AS n FROM cells GROUP BY ALL ORDER BY n DESC;
   SELECT * FROM similar('DATASET/CELL', 20) JOIN cells USING (cell_id);
+  SELECT * FROM similar('DATASET/CELL', 20, 'tissue = ''blood''');  -- within a filter
 Read-only: SELECT, WITH, EXPLAIN, DESCRIBE, SHOW and SUMMARIZE run; nothing else does."""
 
 
@@ -68,8 +69,8 @@ def sql(
         Optional[float], typer.Option(min=0.001, help="Stop a statement after this many seconds.")
     ] = None,
 ) -> None:
-    """Query the store with DuckDB: views cells, datasets, rejects; similar(cell_id, k) and
-    similar_to_vector(vector, k) for the nearest cells. Read-only."""
+    """Query the store with DuckDB: views cells, datasets, rejects; similar(cell_id, k[, filter])
+    and similar_to_vector(vector, k[, filter]) for the nearest cells. Read-only."""
     from uceindex.sql import SqlSession, format_of
 
     fmt = format.value if format else ((format_of(out) if out else None) or TABLE)

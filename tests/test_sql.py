@@ -386,6 +386,30 @@ def test_similar_matches_numpy(sql, store):
     np.testing.assert_allclose([r[1] for r in got.rows()], want_sims, atol=1e-5)
 
 
+def test_similar_with_a_filter_searches_within_it(sql, store):
+    """A filter argument is a prefilter: k blood cells, the nearest ones; a WHERE after the
+    call keeps only the blood cells among the k nearest of all."""
+    cells = store[1]
+    blood = cells[cells.tissue == "blood"].reset_index(drop=True)
+    want, sims = _nearest(blood, cells.embedding[42], 50, skip=cells.cell_id[42])
+    got = sql.execute(f"SELECT * FROM similar('{cells.cell_id[42]}', 50, 'tissue = ''blood''')")
+    assert [r[0] for r in got.rows()] == want
+    np.testing.assert_allclose([r[1] for r in got.rows()], sims, atol=1e-5)
+    named = sql.execute(
+        "SELECT count(*) FROM similar_to_vector("
+        f"(SELECT embedding FROM cells WHERE cell_id = '{cells.cell_id[42]}'), 50, "
+        "filter := '`tissue` = ''blood'' AND n_genes > 1000')"
+    ).rows()
+    assert named == [(50,)]
+    after = sql.execute(
+        f"SELECT count(*) FROM similar('{cells.cell_id[42]}', 50) JOIN cells USING (cell_id) "
+        "WHERE tissue = 'blood'"
+    ).rows()[0][0]
+    assert after < 30  # about a third of 50
+    with pytest.raises(QueryError, match="^cannot filter cells with 'nope = 1'"):
+        sql.execute(f"SELECT * FROM similar('{cells.cell_id[42]}', 5, 'nope = 1')")
+
+
 def test_similar_joins_cells_and_keeps_similar_to_working(sql, store):
     rows = sql.execute(
         "SELECT s.cell_id, c.tissue FROM similar('ds1/cell7', 5) s JOIN cells c USING (cell_id) "
