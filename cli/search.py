@@ -147,9 +147,12 @@ def annotate(
 ) -> None:
     """Predict a label for every cell of an .h5ad from its nearest stored cells; flags novel cells."""
     from uceindex.io.h5ad import read_h5ad
+    from uceindex.io.paths import check_output
+    from uceindex.search import OUT_SUFFIXES, summarise, write_output
     from uceindex.search import annotate as annotate_cells
-    from uceindex.search import summarise, write_output
 
+    if out is not None:  # before the query is embedded and searched
+        check_output(out, OUT_SUFFIXES, "--out")
     adata = read_h5ad(input)
     with progress_bar("annotating", quiet=json) as update:
         frame = annotate_cells(
@@ -273,9 +276,17 @@ def match(
 ) -> None:
     """Match the labels of query cells of one species to the stored labels of another."""
     from uceindex.io.h5ad import read_h5ad
+    from uceindex.io.paths import check_output
+    from uceindex.search import OUT_SUFFIXES, write_output
     from uceindex.search import match as run_match
-    from uceindex.search import write_output
 
+    for path, suffixes, option in (
+        (out, (".csv",), "--out"),
+        (cells_out, OUT_SUFFIXES, "--cells-out"),
+        (plot, (".png",), "--plot"),
+    ):
+        if path is not None:  # before the query is embedded and searched
+            check_output(path, suffixes, option)
     adata = read_h5ad(input)
     with progress_bar("matching", quiet=json) as update:
         result = run_match(

@@ -78,6 +78,10 @@ def sql(
         raise QueryError(f"--out {out} needs --format csv, json or parquet")
     if fmt == "parquet" and out is None:
         raise QueryError("parquet is binary: give --out FILE.parquet")
+    if out is not None:
+        from uceindex.io.paths import check_output
+
+        check_output(out, (), "--out")
     with SqlSession(
         store, timeout_s=timeout, storage_options=storage_options(storage_option)
     ) as session:

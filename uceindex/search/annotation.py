@@ -66,17 +66,7 @@ def annotate(
         check_label(st, label)
         if k < 1:
             raise QueryError(f"k must be at least 1, got {k}")
-        vectors, names, warnings = query_vectors(
-            st,
-            query,
-            species=species,
-            embedding_key=embedding_key,
-            model_dir=model_dir,
-            model=model,
-            device=device,
-            gene_filter=gene_filter,
-            progress=progress,
-        )
+        # k and the filter are checked on the store first: embedding the query takes minutes
         reference = both(where, _labelled(cells, label))
         n_ref = count_cells(cells, reference)
         if n_ref == 0:
@@ -91,6 +81,17 @@ def annotate(
                 + (f" where {where}" if where else "")
                 + f": lower --k to {n_ref} or less"
             )
+        vectors, names, warnings = query_vectors(
+            st,
+            query,
+            species=species,
+            embedding_key=embedding_key,
+            model_dir=model_dir,
+            model=model,
+            device=device,
+            gene_filter=gene_filter,
+            progress=progress,
+        )
         params = search_params(
             describe_index(cells),
             k,

@@ -10,6 +10,7 @@ import pandas as pd
 
 from uceindex.atomic import written_whole
 from uceindex.errors import StoreError
+from uceindex.io.paths import check_output
 from uceindex.store import schema as S
 from uceindex.store.store import Store, sql_string
 
@@ -110,6 +111,7 @@ def export(
 ) -> dict:
     """Write one data set as .h5ad (`export_dataset`'s AnnData), whole or not at all; returns
     what `uceindex export` reports."""
+    check_output(out, (".h5ad",), "OUTPUT")  # before the rows are read
     adata = export_dataset(store, dataset_id, storage_options)
     with written_whole(out) as scratch:
         adata.write_h5ad(scratch)
