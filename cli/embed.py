@@ -49,7 +49,9 @@ def embed(
     """Embed every cell of an .h5ad with UCE; cells that cannot be embedded get a NaN row and a reason."""
     import uceindex
     from uceindex.io.h5ad import read_h5ad, write_h5ad
+    from uceindex.io.paths import check_output
 
+    check_output(output, (".h5ad",), "OUTPUT")  # before minutes of embedding
     adata = read_h5ad(input)
     with progress_bar("embedding", quiet=json) as update:
         uceindex.embed(

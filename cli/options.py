@@ -84,7 +84,7 @@ LabelMapOpt = Annotated[
 ]
 
 # search
-KOpt = Annotated[int, typer.Option("--k", help="Neighbours per query cell.")]
+KOpt = Annotated[int, typer.Option("--k", min=1, help="Neighbours per query cell.")]
 LabelOpt = Annotated[str, typer.Option(help="Label column of the stored cells to predict.")]
 WhereOpt = Annotated[
     Optional[str],

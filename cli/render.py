@@ -84,4 +84,11 @@ def progress_bar(description: str, unit: str = "cells", quiet: bool = False) -> 
 def _rate(done: int, started: float, unit: str) -> str:
     """'1,234 cells/s', or nothing while too little time has passed to say."""
     elapsed = time.perf_counter() - started
-    return f"({done / elapsed:,.0f} {unit}/s)" if elapsed > 0.05 and done else ""
+    if elapsed <= 0.05 or not done:
+        return ""
+    return f"({per_second(done / elapsed)} {unit}/s)"
+
+
+def per_second(rate: float) -> str:
+    """A rate for people: '1,234', or two significant digits below 10 ('0.31', not '0')."""
+    return f"{rate:,.0f}" if rate >= 10 else f"{rate:.2g}"

@@ -3,6 +3,7 @@ and match cells."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -154,9 +155,12 @@ def annotate(
 ) -> None:
     """Predict a label for every cell of an .h5ad from its nearest stored cells; flags novel cells."""
     from uceindex.io.h5ad import read_h5ad
+    from uceindex.io.paths import check_output
+    from uceindex.search import OUT_SUFFIXES, summarise, write_output
     from uceindex.search import annotate as annotate_cells
-    from uceindex.search import summarise, write_output
 
+    if out is not None:  # before the query is embedded and searched
+        check_output(out, OUT_SUFFIXES, "--out")
     adata = read_h5ad(input)
     with (
         opened_store(store, storage_option, as_of) as opened,
@@ -307,9 +311,17 @@ def match(
 ) -> None:
     """Match the labels of query cells of one species to the stored labels of another."""
     from uceindex.io.h5ad import read_h5ad
+    from uceindex.io.paths import check_output
+    from uceindex.search import OUT_SUFFIXES, write_output
     from uceindex.search import match as run_match
-    from uceindex.search import write_output
 
+    for path, suffixes, option in (
+        (out, (".csv",), "--out"),
+        (cells_out, OUT_SUFFIXES, "--cells-out"),
+        (plot, (".png",), "--plot"),
+    ):
+        if path is not None:  # before the query is embedded and searched
+            check_output(path, suffixes, option)
     adata = read_h5ad(input)
     with (
         opened_store(store, storage_option, as_of) as opened,
@@ -358,7 +370,8 @@ def match(
     table = Table(
         title=f"{input.name}: {species} {query_label or label} -> {against} {target} (k={k})"
     )
-    for column in ("query label", "best reference label", "share", "mean similarity", "cells"):
+    columns = ("query label", "best reference label", "share", "mean similarity", "novel", "cells")
+    for column in columns:
         table.add_column(column, justify="left" if "label" in column else "right")
     for row in result.best().itertuples(index=False):
         table.add_row(
@@ -366,6 +379,7 @@ def match(
             str(row.reference_label),
             f"{row.share:.2f}",
             f"{row.mean_similarity:.3f}",
+            "-" if math.isnan(row.novel_share) else f"{row.novel_share:.0%}",
             f"{row.n_cells:,}",
         )
     console.print(table)

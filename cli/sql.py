@@ -40,6 +40,7 @@ End a statement with ; (it may span lines). The views: cells, datasets, rejects.
 Examples:
   SELECT tissue, count(*) AS n FROM cells GROUP BY ALL ORDER BY n DESC;
   SELECT * FROM similar('DATASET/CELL', 20) JOIN cells USING (cell_id);
+  SELECT * FROM similar('DATASET/CELL', 20, 'tissue = ''blood''');  -- within a filter
 Read-only: SELECT, WITH, EXPLAIN, DESCRIBE, SHOW and SUMMARIZE run; nothing else does."""
 
 
@@ -69,8 +70,8 @@ def sql(
     ] = None,
     as_of: AsOfOpt = None,
 ) -> None:
-    """Query the store with DuckDB: views cells, datasets, rejects; similar(cell_id, k) and
-    similar_to_vector(vector, k) for the nearest cells. Read-only."""
+    """Query the store with DuckDB: views cells, datasets, rejects; similar(cell_id, k[, filter])
+    and similar_to_vector(vector, k[, filter]) for the nearest cells. Read-only."""
     from uceindex.sql import SqlSession, format_of
 
     fmt = format.value if format else ((format_of(out) if out else None) or TABLE)
@@ -78,6 +79,10 @@ def sql(
         raise QueryError(f"--out {out} needs --format csv, json or parquet")
     if fmt == "parquet" and out is None:
         raise QueryError("parquet is binary: give --out FILE.parquet")
+    if out is not None:
+        from uceindex.io.paths import check_output
+
+        check_output(out, (), "--out")
     with (
         opened_store(store, storage_option, as_of) as opened,
         SqlSession(opened, timeout_s=timeout) as session,
@@ -92,17 +97,27 @@ def sql(
         if out is not None and len(statements) > 1:
             raise QueryError(f"--out takes one statement, got {len(statements)}")
         try:
-            for one in statements:
-                run(session, one, fmt, out=out, limit=limit)
+            for one in statements:  # piped, a table keeps every column
+                run(session, one, fmt, out=out, limit=limit, fit=console.is_terminal)
         except KeyboardInterrupt:
             err_console.print("[red]interrupted[/red]")
             raise typer.Exit(130) from None
 
 
-def run(session, statement: str, fmt: str, *, out=None, limit=None, to: Console = console):
-    """One statement, rendered as a table or written as csv/json/parquet. It runs in a
-    worker thread so that Ctrl-C, which Python delivers to this thread, can interrupt it."""
-    _interruptible(session, _run, session, statement, fmt, out, limit, to)
+def run(
+    session,
+    statement: str,
+    fmt: str,
+    *,
+    out=None,
+    limit=None,
+    to: Console = console,
+    fit: bool = True,
+):
+    """One statement, rendered as a table (`fit`: only the columns that fit the width) or
+    written as csv/json/parquet. It runs in a worker thread so that Ctrl-C, which Python
+    delivers to this thread, can interrupt it."""
+    _interruptible(session, _run, session, statement, fmt, out, limit, to, fit)
 
 
 def _interruptible(session, fn, *args):
@@ -128,10 +143,10 @@ def _interruptible(session, fn, *args):
         raise outcome[0]
 
 
-def _run(session, statement: str, fmt: str, out, limit, to: Console) -> None:
+def _run(session, statement: str, fmt: str, out, limit, to: Console, fit: bool) -> None:
     if fmt == TABLE:
         shown = limit or DISPLAY_ROWS
-        render_table(session.execute(statement, limit=shown, count_rest=True), to)
+        render_table(session.execute(statement, limit=shown, count_rest=True), to, fit=fit)
         return
     if out is None:
         sys.stdout.flush()
@@ -146,15 +161,17 @@ def _run(session, statement: str, fmt: str, out, limit, to: Console) -> None:
         err_console.print(f"stopped at --limit {limit:,} rows", highlight=False)
 
 
-def render_table(result, to: Console) -> None:
-    """A rich table: long text cut, vectors abbreviated, a note for rows not shown."""
+def render_table(result, to: Console, fit: bool = True) -> None:
+    """A rich table: long text cut, vectors abbreviated, a note for rows not shown; `fit`:
+    the columns that fit the console's width (else all of them, as wide as they need)."""
     if result.columns == ["explain_key", "explain_value"]:
         for value in result.table["explain_value"].to_pylist():
             to.print(Text(value))
         return
     rows = [[_cell(value) for value in row] for row in result.rows()]
     fields = list(result.table.schema)
-    keep = _fitting_columns(fields, rows, to.width)
+    needs = _widths(fields, rows)
+    keep = _fitting_columns(needs, to.width) if fit else list(range(len(fields)))
     table = Table(show_header=True, header_style="bold", show_edge=False)
     for i in keep:
         numeric = _is_number(fields[i].type)
@@ -166,7 +183,7 @@ def render_table(result, to: Console) -> None:
         )
     for row in rows:
         table.add_row(*(row[i] for i in keep))
-    to.print(table)
+    (to if fit else Console(file=to.file, width=max(to.width, sum(needs)))).print(table)
     total = result.num_rows + (result.more_rows or 0)
     note = f"{total:,} row{'' if total == 1 else 's'} in {result.elapsed_s:.2f} s"
     if result.more_rows:
@@ -185,11 +202,18 @@ def render_table(result, to: Console) -> None:
     to.print(Text(note, style="dim"), soft_wrap=True)
 
 
-def _fitting_columns(fields, rows: list[list[Text]], width: int) -> list[int]:
+def _widths(fields, rows: list[list[Text]]) -> list[int]:
+    """The width each column needs: its longest cell or name, padding and rule."""
+    return [
+        max([len(field.name), *(row[i].cell_len for row in rows)]) + 3
+        for i, field in enumerate(fields)
+    ]
+
+
+def _fitting_columns(needs: list[int], width: int) -> list[int]:
     """The leading columns that fit in `width` (at least one), like DuckDB's own shell."""
     keep, used = [], 0
-    for i, field in enumerate(fields):
-        need = max([len(field.name), *(row[i].cell_len for row in rows)]) + 3  # padding, rule
+    for i, need in enumerate(needs):
         if keep and used + need > width:
             break
         keep.append(i)

@@ -27,7 +27,14 @@ from cli.options import (
     storage_options,
     store_uri,
 )
-from cli.render import console, err_console, handle_errors, print_json, progress_bar
+from cli.render import (
+    console,
+    err_console,
+    handle_errors,
+    per_second,
+    print_json,
+    progress_bar,
+)
 from uceindex.ingestion import CHUNK_CELLS_OBSM, CHUNK_CELLS_UCE
 from uceindex.io.genes import MIN_GENES, MIN_MATCHED_SHARE, GeneFilter
 from uceindex.model.numerics import DEFAULT_PRECISION
@@ -150,7 +157,7 @@ def ingest(
             f"{d['n_cells']:,}",
             f"{d['n_embedded']:,}",
             f"{d['n_rejected']:,}",
-            f"{d['cells_per_s']:,.0f}" if d["cells_per_s"] else "-",
+            per_second(d["cells_per_s"]) if d["cells_per_s"] else "-",
             f"{genes['genes_matched']:,}/{genes['genes_in_file']:,} ({genes['share_matched']:.0%})"
             if genes
             else d["embedding_source"],

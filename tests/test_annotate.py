@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import time
 import zlib
 
 import anndata as ad
@@ -227,6 +228,22 @@ def test_match_across_species(atlas, tmp_path):
         )
 
 
+def test_match_gives_each_query_labels_share_of_novel_cells(atlas):
+    """Cells of a type the reference lacks land on some reference label all the same; the
+    novel share tells them apart from cells that match."""
+    x, _ = query_cells(KNOWN, 40, 13, atlas["centres"])
+    far, _ = query_cells([HELD_OUT], 40, 14, atlas["centres"])
+    own = ["known"] * 40 + ["held out"] * 40
+    query = ad.AnnData(obs=pd.DataFrame({"cell_type": own}, index=[f"q{i}" for i in range(80)]))
+    query.obsm["X_emb"] = np.vstack([x, far]).astype(np.float32)
+    result = match(
+        atlas["uri"], query, species="mouse", against="human", embedding_key="X_emb", k=10
+    )
+    share = result.best().set_index("query_label")["novel_share"]
+    assert share["held out"] > 0.9 and share["known"] < 0.1
+    assert result.cells["predicted"].notna().all()  # every cell got a reference label
+
+
 # -- the store's model: embedding on the fly, refusing another -------------------------------------
 
 
@@ -368,4 +385,68 @@ def test_cli_match(atlas, tmp_path):
         "n_cells",
         "share",
         "mean_similarity",
+        "novel_share",
     ]
+
+
+def test_k_and_where_are_checked_before_the_query_is_embedded(atlas):
+    """The query needs the model (it has no embeddings): the store's checks come first."""
+    query = ad.AnnData(
+        obs=pd.DataFrame({"cell_type": ["a"] * 5}, index=[f"q{i}" for i in range(5)])
+    )
+    with pytest.raises(QueryError, match="only 250 labelled cells where tissue = 'blood'"):
+        annotate(atlas["uri"], query, k=300, where="tissue = 'blood'", species="human")
+    with pytest.raises(
+        QueryError, match="^cannot filter cells with .*tisue = 1.*Did you mean 'tissue'"
+    ):
+        annotate(atlas["uri"], query, where="tisue = 1", species="human")
+    with pytest.raises(QueryError, match="lower --k"):
+        match(
+            atlas["uri"], query.copy(), species="mouse", against="human", k=10**6, query_label=None
+        )
+
+
+EMB = ["--embedding-key", "X_emb"]
+MATCH = ["match", "{q}", "--species", "mouse", "--against", "human", *EMB, "--store", "{store}"]
+
+
+@pytest.mark.parametrize(
+    ("command", "says"),
+    [
+        (["embed", "{q}", "{nodir}/out.h5ad", "--model-dir", "{model}"], "no folder"),
+        (["embed", "{q}", "{tmp}/out.txt", "--model-dir", "{model}"], "must end in .h5ad"),
+        (["annotate", "{q}", *EMB, "--store", "{store}", "--out", "{nodir}/p.csv"], "--out"),
+        (["query", "{q}", *EMB, "--store", "{store}", "--out", "{tmp}/pred.txt"], "--out"),
+        (["annotate", "{q}", *EMB, "--store", "{store}", "--where", "tisue = 'x'"], "tisue"),
+        ([*MATCH, "--out", "{nodir}/m.csv"], "--out"),
+        ([*MATCH, "--cells-out", "{tmp}/cells.txt"], "--cells-out"),
+        ([*MATCH, "--plot", "{tmp}/m.pdf"], "--plot"),
+        (["export", "{nodir}/back.h5ad", "--dataset", "human1", "--store", "{store}"], "OUTPUT"),
+        (
+            ["similar", "--cell-id", "human1/c0", "--where", "tisue = 1", "--store", "{store}"],
+            "tisue",
+        ),
+        (["sql", "SELECT 1", "--out", "{nodir}/r.csv", "--store", "{store}"], "--out"),
+    ],
+)
+def test_a_bad_output_or_filter_fails_at_once_in_one_line(
+    atlas, small_pbmc, tiny_model_dir, tmp_path, command, says
+):
+    """Inputs every command would take, and one bad option: refused first, in one line."""
+    small_pbmc.obsm["X_emb"] = np.random.default_rng(0).standard_normal((60, DIM))
+    src = tmp_path / "q.h5ad"
+    small_pbmc.write_h5ad(src)
+    values = {
+        "q": src,
+        "nodir": tmp_path / "nodir",
+        "tmp": tmp_path,
+        "store": atlas["uri"],
+        "model": tiny_model_dir,
+    }
+    started = time.perf_counter()
+    result = runner.invoke(app, [part.format(**values) for part in command])
+    assert time.perf_counter() - started < 1.0
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
+    assert says in result.stderr
+    assert {p.name for p in tmp_path.iterdir()} - {"cache"} == {"q.h5ad"}  # nothing written

@@ -162,3 +162,9 @@ def test_the_match_summary_counts_every_cell_of_a_query_label():
         ["a", "x", 3],
         [None, "y", 3],
     ]
+
+
+def test_a_slow_rate_is_not_shown_as_zero():
+    from cli.render import per_second
+
+    assert per_second(0.31) == "0.31" and per_second(4.0) == "4" and per_second(1234.4) == "1,234"

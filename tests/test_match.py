@@ -80,13 +80,17 @@ def test_hand_made_table_and_matrix():
     query = ["mouse B", "mouse B", "mouse B", "mouse T", "mouse T"]
     predicted = ["human B", "human B", "human T", "human T", None]
     similarity = [0.9, 0.7, 0.5, 0.8, np.nan]
-    table = match_table(np.array(query), np.array(predicted, dtype=object), np.array(similarity))
+    novel = pd.array([False, True, True, False, pd.NA], dtype="boolean")  # the last: no search
+    table = match_table(
+        np.array(query), np.array(predicted, dtype=object), np.array(similarity), novel
+    )
     assert table.to_dict("list") == {
         "query_label": ["mouse B", "mouse B", "mouse T", "mouse T"],
         "reference_label": ["human B", "human T", "human T", None],
         "n_cells": [2, 1, 1, 1],
         "share": [pytest.approx(2 / 3), pytest.approx(1 / 3), 0.5, 0.5],
         "mean_similarity": [pytest.approx(0.8), 0.5, 0.8, pytest.approx(np.nan, nan_ok=True)],
+        "novel_share": [pytest.approx(2 / 3), pytest.approx(2 / 3), 0.0, 0.0],
     }
     matrix = match_matrix(table)
     assert matrix.index.tolist() == ["mouse B", "mouse T"]
@@ -107,6 +111,7 @@ def test_one_label_everywhere():
         "n_cells": [3],
         "share": [1.0],
         "mean_similarity": [pytest.approx(0.4)],
+        "novel_share": [pytest.approx(np.nan, nan_ok=True)],  # novelty not given
     }
     assert match_matrix(table).to_numpy().tolist() == [[1.0]]
 

@@ -64,6 +64,7 @@ def test_nan_and_missing_become_null():
 
 def test_names_are_cleaned_and_recorded():
     assert clean_name("percent.mito", RESERVED) == "percent_mito"
+    assert clean_name("we`ird", RESERVED) == "we_ird"  # Lance cannot write such a column
     assert clean_name("species", RESERVED) == "obs_species"
     cols = obs_columns(pd.DataFrame({"a.b": [1], "a_b": [2], "cell_id": ["x"]}), RESERVED)
     assert list(cols.names.values()) == ["a_b", "a_b_2", "obs_cell_id"]

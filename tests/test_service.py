@@ -167,6 +167,12 @@ def test_sql(client, store):
     assert out["rows"] == [[k, int(v)] for k, v in expected.items()]
     limited = client.sql("SELECT cell_id FROM cells", limit=5)
     assert len(limited["rows"]) == 5 and limited["truncated"]
+    label = expected.index[0]  # similar() with a filter searches within it, here too
+    within = client.sql(
+        "SELECT count(*) AS n, min(c.cell_type) AS lo, max(c.cell_type) AS hi "
+        f"FROM similar('blood/c7', 20, 'cell_type = ''{label}''') JOIN cells c USING (cell_id)"
+    )
+    assert within["rows"] == [[20, label, label]]
 
 
 @pytest.mark.parametrize(

@@ -386,6 +386,30 @@ def test_similar_matches_numpy(sql, store):
     np.testing.assert_allclose([r[1] for r in got.rows()], want_sims, atol=1e-5)
 
 
+def test_similar_with_a_filter_searches_within_it(sql, store):
+    """A filter argument is a prefilter: k blood cells, the nearest ones; a WHERE after the
+    call keeps only the blood cells among the k nearest of all."""
+    cells = store[1]
+    blood = cells[cells.tissue == "blood"].reset_index(drop=True)
+    want, sims = _nearest(blood, cells.embedding[42], 50, skip=cells.cell_id[42])
+    got = sql.execute(f"SELECT * FROM similar('{cells.cell_id[42]}', 50, 'tissue = ''blood''')")
+    assert [r[0] for r in got.rows()] == want
+    np.testing.assert_allclose([r[1] for r in got.rows()], sims, atol=1e-5)
+    named = sql.execute(
+        "SELECT count(*) FROM similar_to_vector("
+        f"(SELECT embedding FROM cells WHERE cell_id = '{cells.cell_id[42]}'), 50, "
+        "filter := '`tissue` = ''blood'' AND n_genes > 1000')"
+    ).rows()
+    assert named == [(50,)]
+    after = sql.execute(
+        f"SELECT count(*) FROM similar('{cells.cell_id[42]}', 50) JOIN cells USING (cell_id) "
+        "WHERE tissue = 'blood'"
+    ).rows()[0][0]
+    assert after < 30  # about a third of 50
+    with pytest.raises(QueryError, match="^cannot filter cells with 'nope = 1'"):
+        sql.execute(f"SELECT * FROM similar('{cells.cell_id[42]}', 5, 'nope = 1')")
+
+
 def test_similar_joins_cells_and_keeps_similar_to_working(sql, store):
     rows = sql.execute(
         "SELECT s.cell_id, c.tissue FROM similar('ds1/cell7', 5) s JOIN cells c USING (cell_id) "
@@ -472,6 +496,19 @@ def test_cli_table_caps_rows_and_abbreviates(store):
     assert result.exit_code == 0, result.output
     assert "4,460 more rows" in result.stdout  # 1500 x 3 rows, 40 shown
     assert f"({DIM})" in result.stdout  # vectors show a few values and their size
+
+
+def test_cli_table_piped_keeps_every_column(store):
+    result = _sql(store, "SELECT * FROM datasets")  # stdout is not a terminal here
+    assert result.exit_code == 0, result.output
+    header = result.stdout.splitlines()[0].replace("┃", " ").split()
+    assert header == [c for c, _ in _schema(store, "datasets")]
+    assert "not shown" not in result.stdout
+
+
+def _schema(store, table: str) -> list:
+    with SqlSession(store[0]) as session:
+        return session.schema(table)
 
 
 def test_cli_csv_and_limit(store):

@@ -27,6 +27,10 @@ class InputDataError(UceIndexError):
     """The input file or matrix cannot be used as it is (not counts, NaN, wrong genes...)."""
 
 
+class OutputPathError(UceIndexError):
+    """An output file cannot be written where it was asked for (name, folder, rights)."""
+
+
 class StoreError(UceIndexError):
     """The store cannot take this operation (wrong model, missing table, bad state)."""
 

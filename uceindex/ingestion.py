@@ -276,9 +276,27 @@ def _write_dataset(
     except UceIndexError:
         writer.rollback()
         raise
+    except Exception as exc:  # a write Lance refused: one line, and no half data set
+        raise _write_failed(writer, action, result, exc) from None
     result.reject_reasons = store.reject_reasons(writer.dataset_id).get(writer.dataset_id, {})
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _write_failed(
+    writer: DatasetWriter, action: str, result: DatasetResult, exc: Exception
+) -> StoreError:
+    """The error of an ingest stopped by an unexpected failure (a write the store refused).
+    Before this run committed a chunk the data set is rolled back (no `running` row, no new
+    column left); after, what is committed stays for the same command to resume."""
+    why = f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}"
+    if action != "resume" and result.cells_written == 0:
+        writer.rollback()
+        return StoreError(f"the ingest failed before its first commit ({why}); nothing was kept")
+    return StoreError(
+        f"the ingest failed after {result.cells_written:,} cells were committed ({why}): run "
+        "the same command again to resume, or pass --replace to start again"
+    )
 
 
 # -- Python-side data sets ----------------------------------------------------------------------

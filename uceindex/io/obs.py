@@ -5,8 +5,10 @@ Rules (docs/store.md):
 - bools -> bool, integers -> int64, floats -> float64; NaN and missing values -> null;
 - strings -> string; an object column of mixed Python types (or dates, bytes...) -> string,
   each value as `str(value)`, with a warning;
-- column names: `.` becomes `_` (Lance refuses dots in column names) and a name taken by
-  a core column (cell_id, dataset_id, ...) gets the prefix `obs_`; renames are recorded.
+- column names: `.` and a backtick become `_` (Lance refuses dots in column names and
+  cannot write one holding a backtick) and a name taken by a core column (cell_id,
+  dataset_id, ...) gets the prefix `obs_`; renames are recorded. Any other name (spaces,
+  quotes, SQL keywords) is kept: every filter quotes it (`store.sql_name`).
 - across data sets the cells table holds the union of columns; a type clash is settled as
   float64 for int64 vs float64, and as string (with a warning) for anything else.
 """
@@ -91,7 +93,7 @@ def merge_types(old: pa.DataType, new: pa.DataType) -> pa.DataType:
 
 
 def clean_name(name: object, reserved: set[str]) -> str:
-    text = str(name).strip().replace(".", "_") or "unnamed"
+    text = str(name).strip().replace(".", "_").replace("`", "_") or "unnamed"
     return RENAMED_PREFIX + text if text in reserved else text
 
 

@@ -13,7 +13,7 @@ from uceindex.search.annotation import annotate, summarise
 from uceindex.search.cross_species import MatchResult, match
 from uceindex.search.index import IndexReport, cells_table, prewarm_index, refresh_index
 from uceindex.search.neighbours import Neighbours, cell_vector, knn
-from uceindex.search.output import add_to_obs, write_output
+from uceindex.search.output import OUT_SUFFIXES, add_to_obs, write_output
 from uceindex.search.recall import RecallReport, index_stats
 from uceindex.search.similar_cells import similar
 
@@ -24,6 +24,7 @@ __all__ = [
     "match",
     "MatchResult",
     "write_output",
+    "OUT_SUFFIXES",
     "add_to_obs",
     "refresh_index",
     "prewarm_index",

@@ -16,12 +16,12 @@ from uceindex.errors import QueryError
 from uceindex.io.genes import GeneFilter
 from uceindex.ontology import TERM, cell_ontology
 from uceindex.search.index import cells_table, describe_index, search_params
-from uceindex.search.neighbours import both, count_cells, knn, sql_name
+from uceindex.search.neighbours import both, count_cells, knn
 from uceindex.search.novelty import novelty_threshold_for
 from uceindex.search.ontology_vote import MIN_SCORE, ontology_vote
 from uceindex.search.query import LABEL, Progress, check_label, query_vectors
 from uceindex.search.vote import is_novel, weighted_vote
-from uceindex.store.store import Store
+from uceindex.store.store import Store, sql_name
 from uceindex.vectors import usable_rows
 
 K = 50  # default neighbours per query cell
@@ -82,17 +82,7 @@ def annotate(
         check_label(st, label)
         if k < 1:
             raise QueryError(f"k must be at least 1, got {k}")
-        vectors, names, warnings = query_vectors(
-            st,
-            query,
-            species=species,
-            embedding_key=embedding_key,
-            model_dir=model_dir,
-            model=model,
-            device=device,
-            gene_filter=gene_filter,
-            progress=progress,
-        )
+        # k and the filter are checked on the store first: embedding the query takes minutes
         reference = both(where, _labelled(cells, label))
         n_ref = count_cells(cells, reference)
         if n_ref == 0:
@@ -109,6 +99,17 @@ def annotate(
             )
         if ontology:
             _check_terms(st, reference, where)
+        vectors, names, warnings = query_vectors(
+            st,
+            query,
+            species=species,
+            embedding_key=embedding_key,
+            model_dir=model_dir,
+            model=model,
+            device=device,
+            gene_filter=gene_filter,
+            progress=progress,
+        )
         params = search_params(
             describe_index(cells),
             k,

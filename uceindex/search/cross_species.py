@@ -92,8 +92,9 @@ def match(
     `against`: each query cell gets the best `label` of its k most similar reference cells
     (`annotate` with where "species = against"), then `matching.match_table` /
     `match_matrix` tabulate the query's own labels (obs[query_label], default `label`)
-    against them. store: a Store or a URI (storage_options as `Store.open` takes them).
-    `cells.attrs["warnings"]` has annotate's warnings.
+    against them, with each query label's share of novel cells. store: a Store or a URI
+    (storage_options as `Store.open` takes them). `cells.attrs["warnings"]` has annotate's
+    warnings.
 
     ontology_level: match at these Cell Ontology terms (ids or labels, e.g. "myeloid cell",
     "lymphocyte") instead of the reference's labels: each query cell's reference label is
@@ -131,5 +132,5 @@ def match(
     own = np.asarray(own.where(own.notna(), None), dtype=object)
     frame.insert(0, "query_label", own)
     predicted = frame["predicted_term_label" if ontology_level else "predicted"].to_numpy()
-    table = match_table(own, predicted, frame["mean_similarity"].to_numpy())
+    table = match_table(own, predicted, frame["mean_similarity"].to_numpy(), frame["novel"].array)
     return MatchResult(frame, table, match_matrix(table), species, against)

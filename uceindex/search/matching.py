@@ -16,7 +16,14 @@ import pandas as pd
 from uceindex.errors import QueryError
 
 MISSING_LABEL = "(none)"  # stands for a missing label in the matrix and the plot
-MATCH_COLUMNS = ["query_label", "reference_label", "n_cells", "share", "mean_similarity"]
+MATCH_COLUMNS = [
+    "query_label",
+    "reference_label",
+    "n_cells",
+    "share",
+    "mean_similarity",
+    "novel_share",
+]
 ANNOTATE_MAX_CELLS = 400  # write the share in each heatmap square up to this many squares
 MAX_FIGURE_INCHES = 40  # a huge label set still gives a PNG a viewer can open
 
@@ -36,11 +43,16 @@ def match_table(
     query_labels: np.ndarray,
     predicted_labels: np.ndarray,
     mean_similarity: np.ndarray,
+    novel: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """One row per (query label, reference label) pair that occurs, with n_cells, share
-    (of that query label's cells) and the mean of their mean neighbour similarity.
+    (of that query label's cells), the mean of their mean neighbour similarity, and
+    novel_share: the share of the query label's cells (all its pairs, so the same on each
+    of its rows) that are novel, far from every stored cell; NaN where `novel` is not
+    given or unknown for all of them.
 
-    All three inputs are (n,) per query cell. Cells without a prediction (no neighbour,
+    All inputs are (n,) per query cell; `novel` is bool, NA where a cell was not searched
+    (left out of its share). Cells without a prediction (no neighbour,
     predicted label None) are kept with reference_label None, so each query label's shares
     sum to 1 and no cell is dropped silently; a missing query label is kept the same way.
     NaN similarities are skipped in the mean. Sorted by query_label, then share descending,
@@ -54,6 +66,9 @@ def match_table(
             f"query labels {q.shape}, predicted labels {r.shape} and mean similarities "
             f"{sim.shape} must be 1-D arrays with one entry per query cell"
         )
+    flags = pd.array(np.full(len(q), pd.NA) if novel is None else novel, dtype="boolean")
+    if len(flags) != len(q):
+        raise QueryError(f"novel {flags.shape} must have one entry per query cell ({len(q)})")
     cells = pd.DataFrame({"query_label": q, "reference_label": r, "similarity": sim})
     table = (
         cells.groupby(["query_label", "reference_label"], dropna=False, sort=False)
@@ -63,6 +78,10 @@ def match_table(
     per_query = table.groupby("query_label", dropna=False)["n_cells"].transform("sum")
     table["n_cells"] = table["n_cells"].astype(np.int64)
     table["share"] = table["n_cells"] / per_query
+    novel_share = pd.Series(flags, dtype="Float64").groupby(q, dropna=False).mean()
+    table["novel_share"] = (
+        table["query_label"].map(novel_share.astype("float64").to_dict()).astype(np.float64)
+    )
     for col in ("query_label", "reference_label"):
         table[col] = table[col].astype(object).where(table[col].notna(), None)
         _check_orderable(table[col], col)

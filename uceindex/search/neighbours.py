@@ -48,11 +48,6 @@ class Neighbours:
     params: SearchParams | None = None
 
 
-def sql_name(column: str) -> str:
-    """A column name quoted for a Lance filter (backticks; works for any name)."""
-    return "`" + column.replace("`", "``") + "`"
-
-
 def both(*predicates: str | None) -> str | None:
     """The AND of the predicates given (None ones skipped), each in parentheses."""
     parts = [f"({p})" for p in predicates if p]

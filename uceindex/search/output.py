@@ -8,6 +8,7 @@ import pandas as pd
 
 from uceindex.atomic import written_whole
 from uceindex.errors import QueryError
+from uceindex.io.paths import check_output
 from uceindex.search.query import LABEL
 
 OUT_SUFFIXES = (".csv", ".parquet", ".h5ad")
@@ -33,10 +34,8 @@ def add_to_obs(adata, frame: pd.DataFrame, label: str = LABEL):
 def write_output(frame: pd.DataFrame, path, *, adata=None, label: str = LABEL) -> Path:
     """Write predictions by extension: .csv, .parquet, or .h5ad (the query AnnData with the
     columns added to obs, see `add_to_obs`; needs `adata`). Written whole, then renamed."""
-    path = Path(path)
+    path = check_output(path, OUT_SUFFIXES, "--out")
     suffix = path.suffix.lower()
-    if suffix not in OUT_SUFFIXES:
-        raise QueryError(f"the output must end in {', '.join(OUT_SUFFIXES)}; got {path.name}")
     if suffix == ".h5ad" and adata is None:
         raise QueryError("an .h5ad output needs the query AnnData (pass adata=)")
     with written_whole(path) as partial:

@@ -94,6 +94,12 @@ _CARET = re.compile(r"^\s*\^+\s*$")
 _UDF_ERROR = "Python exception occurred while executing the UDF: QueryError: "
 
 
+def sql_name(name: str) -> str:
+    """A table or column name quoted for DuckDB: in double quotes, a double quote inside
+    doubled (any name: spaces, backticks, keywords)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def one_line(exc: BaseException) -> str:
     """DuckDB's message on one line: the caret line dropped, the rest joined; a QueryError
     raised inside a Python function (similar()) keeps only its own message."""

@@ -180,7 +180,10 @@ class SqlSession:
         if table not in self._tables:
             raise QueryError(f"no table {table!r}: the tables are {', '.join(self._tables)}")
         with self._lock:
-            return [(r[0], r[1]) for r in self._con.sql(f'DESCRIBE "{table}"').fetchall()]
+            return [
+                (r[0], r[1])
+                for r in self._con.sql(f"DESCRIBE {sandbox.sql_name(table)}").fetchall()
+            ]
 
     def _embedding_dim(self) -> int | None:
         if "cells" not in self._tables:

@@ -10,6 +10,7 @@ import pandas as pd
 
 from uceindex.atomic import written_whole
 from uceindex.errors import StoreError
+from uceindex.io.paths import check_output
 from uceindex.store import schema as S
 from uceindex.store.store import Store, sql_string
 
@@ -22,7 +23,7 @@ def export_dataset(
     """AnnData (X empty: n_cells x 0) of the embedded cells of one data set, in file order.
 
     obs has the data set's own obs columns under their original names (nulls as NaN/None);
-    obsm["X_uce"] the embeddings; uns["uce"] the `datasets` row. Rejected cells are not in
+    obsm["X_uce"] the embeddings; uns["uce"] the `datasets` row (`provenance`). Rejected cells are not in
     `cells` and so not exported (they are listed in the store's `rejects`). storage_options:
     as `Store.open` takes them."""
     with Store.using(store, storage_options=storage_options) as store:
@@ -74,8 +75,32 @@ def _as_anndata(store: Store, dataset_id: str):
         if obs[column].dtype == object and obs[column].nunique() < max(len(obs) // 2, 1):
             obs[column] = obs[column].astype("category")
     adata = anndata.AnnData(obs=obs, obsm={EXPORT_KEY: embeddings})
-    adata.uns["uce"] = {k: ("" if v is None else str(v)) for k, v in row.items()}
+    adata.uns["uce"] = provenance(row)
     return adata
+
+
+# `datasets` columns under the names `uceindex embed` gives them in uns["uce"]
+EMBED_KEYS = {
+    "model_name": "model",
+    "model_fingerprint": "fingerprint",
+    "n_cells": "cells",
+    "n_embedded": "embedded",
+    "n_rejected": "rejected",
+}
+EMBED_SETTINGS = ("mode", "gene_filter", "precision", "counts_from")  # from `settings`
+
+
+def provenance(row: dict) -> dict:
+    """A `datasets` row as uns["uce"]: the keys `uceindex embed` writes where they mean the
+    same (model, fingerprint, seed, cells, embedded, gene_filter...), the others under their
+    column names; numbers stay numbers, times are ISO text, unset values are left out (.h5ad
+    cannot hold None)."""
+    settings = json.loads(row.get("settings") or "{}")
+    out = {EMBED_KEYS.get(k, k): v for k, v in row.items()}
+    out.update({k: settings[k] for k in EMBED_SETTINGS if k in settings})
+    return {
+        k: v.isoformat() if hasattr(v, "isoformat") else v for k, v in out.items() if v is not None
+    }
 
 
 def export(
@@ -86,6 +111,7 @@ def export(
 ) -> dict:
     """Write one data set as .h5ad (`export_dataset`'s AnnData), whole or not at all; returns
     what `uceindex export` reports."""
+    check_output(out, (".h5ad",), "OUTPUT")  # before the rows are read
     adata = export_dataset(store, dataset_id, storage_options)
     with written_whole(out) as scratch:
         adata.write_h5ad(scratch)

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 
 from uceindex.errors import StoreError
 from uceindex.store import history as H
@@ -48,6 +49,12 @@ def _local_path(uri: str) -> Path:
 def sql_string(value: str) -> str:
     """A SQL string literal (for LanceDB filters)."""
     return "'" + str(value).replace("'", "''") + "'"
+
+
+def sql_name(column: str) -> str:
+    """A column name quoted for a Lance filter or SQL expression: in backticks, a backtick
+    inside doubled, so that spaces, quotes and keywords (`select`, `from`) are names."""
+    return "`" + column.replace("`", "``") + "`"
 
 
 def retry_commit(fn, *args, **kwargs):
@@ -335,7 +342,11 @@ class Store:
     def datasets(self) -> pd.DataFrame:
         """One row per data set (the `datasets` table), oldest first."""
         table = self.datasets_table
-        frame = table.to_arrow().to_pandas() if table is not None else pd.DataFrame()
+        # counts stay integers (Int64) where some are unset, not floats (700.0)
+        ints = {pa.int32(): pd.Int32Dtype(), pa.int64(): pd.Int64Dtype()}
+        frame = table.to_arrow().to_pandas(types_mapper=ints.get) if table is not None else None
+        if frame is None:
+            frame = pd.DataFrame()
         if frame.empty:
             return pd.DataFrame(columns=S.core_names(S.DATASETS))
         return frame.sort_values(["created_at", "dataset_id"]).reset_index(drop=True)
@@ -392,7 +403,7 @@ def list_datasets(
     """What `uceindex datasets` shows: the store, its model and its data sets."""
     with Store.using(store, storage_options=storage_options) as store:
         frame = store.datasets().astype(object)
-        frame = frame.where(frame.notna(), None)  # NaN of unset counts -> None
+        frame = frame.where(frame.notna(), None)  # NA of unset counts -> None
         return {
             "store": store.uri,
             "model": store.model_info(),

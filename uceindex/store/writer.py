@@ -27,7 +27,7 @@ import pyarrow as pa
 from uceindex.errors import StoreError
 from uceindex.io.obs import STRING, ObsColumns, merge_types
 from uceindex.store import schema as S
-from uceindex.store.store import Store, retry_commit, sql_string
+from uceindex.store.store import Store, retry_commit, sql_name, sql_string
 
 KILL_ENV = "UCEINDEX_TEST_KILL_AT"  # tests: "<point>:<chunk>" makes the writer SIGKILL itself
 TMP_SUFFIX = "__uceindex_tmp"  # a column being converted to string
@@ -113,10 +113,16 @@ class DatasetWriter:
                 return "skip"
             if row is not None and row["status"] == "running":
                 if not same or row["settings"] != rec["settings"]:
+                    differs = (
+                        f"content (sha256 {row['content_hash'][:12]}… there, "
+                        f"{rec['content_hash'][:12]}… now)"
+                        if not same
+                        else settings_differ(row["settings"], rec["settings"])
+                    )
                     raise StoreError(
-                        f"an interrupted ingest of {self.dataset_id!r} with other "
-                        f"{'content' if not same else 'settings'} is in the store: re-run it "
-                        "as it was to finish it, or pass --replace to start again"
+                        f"an interrupted ingest of {self.dataset_id!r} with other {differs} "
+                        "is in the store: re-run it as it was to finish it, or pass --replace "
+                        "to start again"
                     )
                 self._prepare_columns()
                 self.start_chunk = self._resume_point()
@@ -230,7 +236,7 @@ class DatasetWriter:
     def _convert(self, cells, name: str, kind: pa.DataType) -> None:
         """Change the type of a stored column (to float64 or string): copy, drop, rename."""
         sql = "DOUBLE" if kind != STRING else "STRING"
-        cells.add_columns({name + TMP_SUFFIX: f"CAST(`{name}` AS {sql})"})
+        cells.add_columns({name + TMP_SUFFIX: f"CAST({sql_name(name)} AS {sql})"})
         self._finish_conversions(cells)
 
     def _finish_conversions(self, cells) -> None:
@@ -318,7 +324,10 @@ class DatasetWriter:
         if cells is not None and self.added_columns:
             present = set(cells.schema.names)
             drop = [c for c in self.added_columns if c in present]
-            if drop and cells.count_rows(" OR ".join(f"`{c}` IS NOT NULL" for c in drop)) == 0:
+            if (
+                drop
+                and cells.count_rows(" OR ".join(f"{sql_name(c)} IS NOT NULL" for c in drop)) == 0
+            ):
                 cells.drop_columns(drop)
         self.store.record_version(
             "rolled back", f"data set {self.dataset_id} refused and removed", self.dataset_id
@@ -373,6 +382,20 @@ def chunk_tables(
     columns[S.EMBEDDING] = embedding_array(embeddings[keep])
     fields = [schema.field(n) for n in columns]
     return pa.table(columns, schema=pa.schema(fields)), rejects
+
+
+def settings_differ(stored: str | None, now: str) -> str:
+    """What differs between two `settings_json` texts, each setting with both values:
+    "settings (gene_filter: 'reference' there, 'per-cell' now)"."""
+    old, new = json.loads(stored or "{}"), json.loads(now)
+    keys = [k for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
+
+    def shown(value) -> str:
+        text = repr(value) if value is not None else "unset"
+        return text if len(text) <= 80 else text[:79] + "…"
+
+    parts = [f"{k}: {shown(old.get(k))} there, {shown(new.get(k))} now" for k in keys]
+    return f"settings ({'; '.join(parts)})"
 
 
 def settings_json(settings: dict) -> str:
