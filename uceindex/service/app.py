@@ -15,10 +15,11 @@ from fastapi import Depends, FastAPI, Request
 
 from uceindex import __version__
 from uceindex.errors import InsecureBindError
-from uceindex.service import routes
+from uceindex.service import routes, web_routes
 from uceindex.service.deps import StoreView, check_token
 from uceindex.service.errors import add_handlers, error_response
-from uceindex.service.limits import Limits
+from uceindex.service.jobs import Jobs
+from uceindex.service.limits import JOB_TTL_S, Limits
 
 TOKEN_ENV = "UCEINDEX_TOKEN"  # where `uceindex serve` takes the token from
 
@@ -49,14 +50,19 @@ def create_app(
     model_dir=None,
     limits: Limits = Limits(),
     storage_options: dict | None = None,
+    job_ttl_s: float = JOB_TTL_S,
+    root_path: str = "",
 ) -> FastAPI:
     """The app for one store (`storage_options` as `Store.open` takes them). `token` None
-    means no authentication (loopback use)."""
+    means no authentication (loopback use). Jobs' results are kept `job_ttl_s` seconds;
+    `root_path` is the prefix a reverse proxy serves the app under."""
     view = StoreView(store_uri, storage_options)
+    jobs = Jobs(ttl_s=job_ttl_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
+        jobs.close()
         view.close()
 
     app = FastAPI(
@@ -64,6 +70,7 @@ def create_app(
         version=__version__,
         description="Universal Cell Embeddings atlas: search, annotate, match and SQL over one store.",
         lifespan=lifespan,
+        root_path=root_path,
     )
     app.state.view = view
     app.state.token = token
@@ -73,6 +80,7 @@ def create_app(
     app.state.model_lock = threading.Lock()
     app.state.sql = None  # (store versions, SqlSession) of the latest snapshot
     app.state.sql_lock = threading.Lock()
+    app.state.jobs = jobs
 
     @app.middleware("http")
     async def _cap_body(request: Request, call_next):
@@ -86,5 +94,7 @@ def create_app(
 
     app.include_router(routes.public)
     app.include_router(routes.private, dependencies=[Depends(check_token)])
+    app.include_router(web_routes.public)
+    app.include_router(web_routes.private, dependencies=[Depends(check_token)])
     add_handlers(app)
     return app
