@@ -71,10 +71,10 @@ def serve(
         limits=limits,
         storage_options=storage_options(storage_option),
         job_ttl_s=job_ttl,
-        root_path=root_path.rstrip("/"),
     )
+    prefix = root_path.rstrip("/")
     err_console.print(
-        f"serving {uri} on http://{host}:{port}{root_path.rstrip('/')}/ (web page; API docs "
-        f"at /docs){' with a token' if token else ''}"
+        f"serving {uri} on http://{host}:{port}{prefix}/ (web page; API docs at "
+        f"{prefix}/docs){' with a token' if token else ''}"
     )
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    uvicorn.run(app, host=host, port=port, root_path=prefix, log_level="warning")

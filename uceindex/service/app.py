@@ -51,11 +51,9 @@ def create_app(
     limits: Limits = Limits(),
     storage_options: dict | None = None,
     job_ttl_s: float = JOB_TTL_S,
-    root_path: str = "",
 ) -> FastAPI:
     """The app for one store (`storage_options` as `Store.open` takes them). `token` None
-    means no authentication (loopback use). Jobs' results are kept `job_ttl_s` seconds;
-    `root_path` is the prefix a reverse proxy serves the app under."""
+    means no authentication (loopback use). Jobs' results are kept `job_ttl_s` seconds."""
     view = StoreView(store_uri, storage_options)
     jobs = Jobs(ttl_s=job_ttl_s)
 
@@ -70,7 +68,6 @@ def create_app(
         version=__version__,
         description="Universal Cell Embeddings atlas: search, annotate, match and SQL over one store.",
         lifespan=lifespan,
-        root_path=root_path,
     )
     app.state.view = view
     app.state.token = token

@@ -6,6 +6,10 @@ const TOKEN_KEY = "uceindex.token"; // sessionStorage: asked once per browser ta
 const JOB_KEY = "uceindex.jobs"; // localStorage: the last jobs, so a closed page finds them
 const POLL_MS = 500;
 const PAGE_ROWS = 50;
+// plotly's qualitative "Plotly" and "D3" colours: one per label, the same for query and reference
+const PALETTE = ["#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3", "#ff6692",
+  "#b6e880", "#ff97ff", "#fecb52", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+  "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
 
 const $ = (id) => document.getElementById(id);
 
@@ -102,9 +106,10 @@ function el(tag, props = {}, ...children) {
   return node;
 }
 
-function text(value) {
+function text(value, digits) {
   if (value === null || value === undefined) return "";
   if (typeof value === "number") {
+    if (digits !== undefined) return value.toFixed(digits);
     return Number.isInteger(value) ? value.toLocaleString("en") : value.toFixed(3);
   }
   return String(value);
@@ -159,7 +164,7 @@ function table(container, columns, rows, { caption } = {}) {
       draw();
     } }, c.title || c.key))));
     const body = part.map((r) => el("tr", {}, ...columns.map((c) => {
-      const value = text(r[c.key]);
+      const value = text(r[c.key], c.digits);
       const cell = c.link ? el("a", { href: c.link(r) }, value) : value;
       return el("td", { class: [c.num ? "num" : "", c.mark && c.mark(r) ? "novel" : ""].join(" ").trim() || undefined }, cell);
     })));
@@ -198,7 +203,8 @@ async function follow(id, box) {
     } else {
       bar.removeAttribute("value");
     }
-    line.textContent = `job ${id.slice(0, 8)}: ${job.state}` + (job.stage ? `, ${job.stage}` : "") + (job.total ? ` ${job.done.toLocaleString("en")} of ${job.total.toLocaleString("en")}` : "");
+    const running = job.state === "running" && job.stage;
+    line.textContent = `job ${id.slice(0, 8)}: ${job.state}` + (running ? `, ${job.stage}` : "") + (running && job.total > 1 ? ` ${job.done.toLocaleString("en")} of ${job.total.toLocaleString("en")}` : "");
     if (job.state === "done") {
       cancel.remove();
       bar.max = 1;
@@ -255,11 +261,11 @@ async function showAnnotation(id, box) {
     (s.where ? ` where ${s.where}` : "") + `; ${text(s.novel)} novel` + (s.not_searched ? `; ${s.not_searched} could not be embedded` : "") + "." +
     (s.warnings.length ? ` Warning: ${s.warnings.join(" ")}` : "");
   table($("annotate-counts"), [
-    { key: "predicted" }, { key: "cells", num: true }, { key: "mean_confidence", title: "mean confidence", num: true }, { key: "novel", num: true },
+    { key: "predicted" }, { key: "cells", num: true }, { key: "mean_confidence", title: "mean confidence", num: true, digits: 3 }, { key: "novel", num: true },
   ], s.labels, { caption: "Cells per predicted label" });
   table($("predictions-table"), [
-    { key: "cell" }, { key: "predicted", title: "label" }, { key: "confidence", num: true },
-    { key: "runner_up", title: "runner-up" }, { key: "mean_similarity", title: "mean similarity", num: true },
+    { key: "cell" }, { key: "predicted", title: "label" }, { key: "confidence", num: true, digits: 3 },
+    { key: "runner_up", title: "runner-up" }, { key: "mean_similarity", title: "mean similarity", num: true, digits: 3 },
     { key: "novel", mark: (r) => r.novel },
   ], answer.predictions);
   $("annotate-result").hidden = false;
@@ -289,27 +295,33 @@ async function drawMap(reference) {
   remember("map", job.id);
   const answer = await follow(job.id, $("map-job"));
   const Plotly = await plotly();
-  const groups = new Map();
-  for (const c of answer.cells) {
-    const key = `${c.source === "query" ? "query" : "reference"}: ${c.label ?? "no label"}`;
-    if (!groups.has(key)) groups.set(key, []);
-    groups.get(key).push(c);
+  const labels = [...new Set(answer.cells.map((c) => c.label ?? "no label"))].sort();
+  const colour = new Map(labels.map((l, i) => [l, PALETTE[i % PALETTE.length]]));
+  const traces = [];
+  for (const source of ["reference", "query"]) {
+    for (const label of labels) {
+      const cells = answer.cells.filter((c) => c.source === source && (c.label ?? "no label") === label);
+      if (!cells.length) continue;
+      const query = source === "query";
+      traces.push({
+        type: "scattergl", mode: "markers", name: `${source}: ${label}`, legendgroup: label,
+        x: cells.map((c) => c.x), y: cells.map((c) => c.y),
+        text: cells.map((c) => `${c.cell}<br>${label}${c.novel ? " (novel)" : ""}`),
+        hoverinfo: "text",
+        marker: {
+          color: colour.get(label),
+          size: query ? 9 : 5,
+          opacity: query ? 1 : 0.6,
+          symbol: cells.map((c) => (c.novel ? "x" : query ? "diamond" : "circle")),
+          line: query ? { width: 1, color: "#111827" } : undefined,
+        },
+      });
+    }
   }
-  const traces = [...groups.entries()].sort().map(([name, cells]) => ({
-    type: "scattergl", mode: "markers", name,
-    x: cells.map((c) => c.x), y: cells.map((c) => c.y),
-    text: cells.map((c) => `${c.cell}<br>${c.label ?? "no label"}${c.novel ? " (novel)" : ""}`),
-    hoverinfo: "text",
-    marker: {
-      size: cells[0].source === "query" ? 7 : 4,
-      symbol: cells.map((c) => (c.novel ? "x" : cells[0].source === "query" ? "diamond" : "circle")),
-      opacity: cells[0].source === "query" ? 0.95 : 0.45,
-    },
-  }));
   const box = $("map");
   box.classList.add("drawn");
   await Plotly.newPlot(box, traces, {
-    title: { text: `Query cells (diamonds; novel: x) among reference cells, coloured by ${answer.label}` },
+    title: { text: `Query cells (diamonds; novel: crosses) among reference cells (dots), coloured by ${answer.label}` },
     xaxis: { title: { text: "UMAP 1" } }, yaxis: { title: { text: "UMAP 2" } },
     legend: { font: { size: 11 } }, margin: { t: 48 },
   }, { responsive: true, displaylogo: false });
@@ -324,12 +336,13 @@ async function drawHeatmap(form) {
   const box = $("heatmap");
   box.classList.add("drawn");
   await Plotly.newPlot(box, [{
-    type: "heatmap", z: m.shares, x: m.reference_labels, y: m.query_labels, colorscale: "Blues", zmin: 0, zmax: 1,
+    type: "heatmap", z: m.shares, x: m.reference_labels, y: m.query_labels, colorscale: "Blues", reversescale: true, zmin: 0, zmax: 1,
+    colorbar: { title: { text: "share" } },
     hovertemplate: `${answer.species} %{y}<br>${answer.against} %{x}<br>share %{z:.2f}<extra></extra>`,
   }], {
     title: { text: `${answer.species} cells vs ${answer.against} reference: share of each ${answer.species} label per predicted ${answer.against} label` },
     xaxis: { title: { text: `${answer.against} reference label` }, automargin: true },
-    yaxis: { title: { text: `${answer.species} query label` }, automargin: true },
+    yaxis: { title: { text: `${answer.species} query label` }, automargin: true, autorange: "reversed" },
   }, { responsive: true, displaylogo: false });
 }
 
