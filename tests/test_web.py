@@ -365,3 +365,29 @@ def test_job_ttl_and_root_path_are_set_on_the_command_line(demo, monkeypatch):
     with TestClient(app, root_path="/atlas") as c:  # as uvicorn serves it behind the proxy
         assert c.get("/openapi.json").json()["servers"] == [{"url": "/atlas"}]
         assert 'src="web/app.js"' in c.get("/").text  # relative: works under the prefix
+
+
+def test_a_refused_upload_leaves_no_job_behind(demo):
+    from fastapi.testclient import TestClient
+
+    from uceindex.service.app import create_app
+
+    with TestClient(create_app(str(demo / "atlas"))) as c:
+        with open(demo / "query.h5ad", "rb") as f:
+            r = c.post("/jobs/annotate", files={"file": ("q.h5ad", f)}, data={"k": "0"})
+        assert r.status_code == 400 and r.json()["error"]["message"].startswith("k must be")
+        with open(demo / "query.h5ad", "rb") as f:
+            r = c.post(
+                "/jobs/annotate",
+                files={"file": ("q.h5ad", f)},
+                data={"k": "5", "embedding_key": "X_pca"},
+            )
+        assert r.status_code == 202
+        jobs = c.app.state.jobs
+        assert [p.name for p in jobs.root.iterdir()] == [r.json()["id"]]  # the refused one went
+        deadline = time.time() + 60
+        while jobs.get(r.json()["id"]).state != "done":
+            assert time.time() < deadline
+            time.sleep(0.1)
+        left = sorted(p.name for p in (jobs.root / r.json()["id"]).iterdir())
+        assert left == ["predictions.csv", "predictions.h5ad", "vectors.npy"]  # no upload kept

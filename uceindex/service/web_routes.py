@@ -10,6 +10,7 @@ predictions as CSV and as the query .h5ad with obs columns) stay for `--job-ttl`
 from __future__ import annotations
 
 import json
+import shutil
 from importlib.resources import files
 from pathlib import Path
 
@@ -37,6 +38,7 @@ private = APIRouter()
 WEB = files("uceindex.service") / "web"
 ASSETS = {"app.js": "text/javascript", "style.css": "text/css", "favicon.svg": "image/svg+xml"}
 REJECT_SAMPLE = 100  # rejected cells a data set's page lists
+VECTORS = "vectors.npy"  # an annotate job's query vectors, for its map
 
 
 def _jobs(request: Request) -> Jobs:
@@ -151,21 +153,35 @@ async def annotate_job(request: Request, store: StoreDep):
     `/annotate`'s answer; its files predictions.csv and predictions.h5ad (the upload with
     the predictions in obs, as `uceindex annotate --out x.h5ad` writes it)."""
     jobs = _jobs(request)
-    job_id, folder = jobs.folder()
-    adata, fields = await routes.upload_to(request, folder / "upload.h5ad")
-    args = routes.annotate_form(request, fields, adata)
+    job_id, folder, adata, args = await _upload_job(request, routes.annotate_form)
 
     def work(job: Job) -> dict:
         frame = annotate_cells(store, adata, progress=job.progress, **args)
         job.progress(0, 1, "writing")
         write_output(frame, job.add_file("predictions.csv"))
         vectors = adata.obsm[args["embedding_key"] or "X_uce"]  # annotate embedded it there
-        np.save(folder / "vectors.npy", np.asarray(vectors, dtype=np.float32))
+        np.save(folder / VECTORS, np.asarray(vectors, dtype=np.float32))
         write_output(frame, job.add_file("predictions.h5ad"), adata=adata, label=args["label"])
-        (folder / "upload.h5ad").unlink()
         return routes.annotation_answer(frame)
 
     return _job_answer(jobs.submit(job_id, "annotate", work))
+
+
+async def _upload_job(request: Request, form):
+    """A new job's id and folder, the uploaded AnnData and the library call's arguments
+    (`form`: routes.annotate_form or match_form). The upload is read whole, so its file
+    goes at once; nothing is left behind when the upload or its fields are refused."""
+    jobs = _jobs(request)
+    job_id, folder = jobs.folder()
+    upload = folder / "upload.h5ad"
+    try:
+        adata, fields = await routes.upload_to(request, upload)
+        return job_id, folder, adata, form(request, fields, adata)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    finally:
+        upload.unlink(missing_ok=True)
 
 
 @private.post(
@@ -180,14 +196,11 @@ async def match_job(request: Request, store: StoreDep):
     answer plus the query x reference `matrix` of shares (the heatmap of `uceindex match
     --plot`); its file match.csv is the matching table."""
     jobs = _jobs(request)
-    job_id, folder = jobs.folder()
-    adata, fields = await routes.upload_to(request, folder / "upload.h5ad")
-    args = routes.match_form(request, fields, adata)
+    job_id, _, adata, args = await _upload_job(request, routes.match_form)
 
     def work(job: Job) -> dict:
         result = match_cells(store, adata, progress=job.progress, **args)
         result.write_table(job.add_file("match.csv"))
-        (folder / "upload.h5ad").unlink()
         matrix = result.matrix
         return jsonable_encoder(
             {
@@ -231,7 +244,7 @@ def map_job(
     def work(job: Job) -> dict:
         job.progress(0, 1, "mapping")
         predictions = answer["predictions"]
-        vectors = np.load(parent.folder / "vectors.npy")
+        vectors = np.load(parent.folder / VECTORS)
         names = [p["cell"] for p in predictions]
         frame = cell_map(store, vectors, names, label=label, where=where, reference=reference)
         by_cell = {p["cell"]: p for p in predictions}
