@@ -67,6 +67,7 @@ bench: $(STAMP)
 	$(PY) bench/search.py --quick
 	$(PY) bench/sql.py --quick
 	$(PY) bench/service.py --quick
+	$(PY) bench/web.py --quick
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check uceindex cli tests bench

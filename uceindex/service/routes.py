@@ -167,8 +167,8 @@ async def _upload(request: Request):
 
 
 async def upload_to(request: Request, path: Path):
-    """The multipart upload (field `file`, an .h5ad) saved at `path` and read (backed
-    arrays loaded): (AnnData, the form's other fields). Over the upload limit: TooLarge."""
+    """The multipart upload (field `file`, an .h5ad) saved at `path` and read whole into
+    memory: (AnnData, the form's other fields). Over the upload limit: TooLarge."""
     from uceindex.io.h5ad import read_h5ad
 
     limits = deps.limits(request)
