@@ -52,14 +52,24 @@ def server(demo):
     proc.wait(10)
 
 
+def _require(chromium: Path) -> None:
+    """Fail, never skip, where the browser is missing: CI must not pass without these tests."""
+    if not chromium.is_file():
+        pytest.fail(INSTALL)
+
+
+def test_a_missing_browser_fails_saying_how_to_install_it(tmp_path):
+    with pytest.raises(pytest.fail.Exception, match="make browser.*apt-get install"):
+        _require(tmp_path / "chromium")
+
+
 @pytest.fixture(scope="module")
 def browser():
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         pytest.fail("playwright is not installed: pip install -e '.[test]'; " + INSTALL)
-    if not CHROMIUM.is_file():
-        pytest.fail(INSTALL)
+    _require(CHROMIUM)
     with sync_playwright() as p:
         chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
         yield chromium
