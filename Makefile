@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench lint clean gpu-wheels gpu-check
+.PHONY: install test browser demo bench lint clean gpu-wheels gpu-check
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,22 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest tests
+
+# The web page's tests (tests/test_web.py) drive Debian's chromium through Playwright: installed
+# here when missing and we are root; otherwise (or if apt fails) those tests fail saying how.
+CHROMIUM := /usr/bin/chromium
+browser:
+	@if [ -x $(CHROMIUM) ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing Debian's chromium and chromium-driver for the browser tests"; \
+	  (apt-get update -q && apt-get install -y -q --no-install-recommends chromium chromium-driver) \
+	    || echo "could not install chromium: tests/test_web.py will fail"; \
+	else \
+	  echo "no $(CHROMIUM): tests/test_web.py will fail; as root run" \
+	    "apt-get install -y --no-install-recommends chromium chromium-driver"; \
+	fi
 
 UCE := $(VENV)/bin/uceindex
 DEMO := demo_out
@@ -53,6 +67,7 @@ bench: $(STAMP)
 	$(PY) bench/search.py --quick
 	$(PY) bench/sql.py --quick
 	$(PY) bench/service.py --quick
+	$(PY) bench/web.py --quick
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check uceindex cli tests bench

@@ -9,9 +9,12 @@ import typer
 
 from cli.options import ModelDirOpt, StorageOpt, StoreOpt, storage_options, store_uri
 from cli.render import err_console, handle_errors
-from uceindex.service.limits import Limits
+from uceindex.service.limits import JOB_TTL_S, Limits
 
-EPILOG = "Example: uceindex serve --store ./atlas   (then open http://127.0.0.1:8000/docs)"
+EPILOG = (
+    "Example: uceindex serve --store ./atlas   (then open http://127.0.0.1:8000/ for the web "
+    "page, /docs for the API)"
+)
 
 
 @handle_errors
@@ -46,8 +49,15 @@ def serve(
             "a store on object storage then skip hundreds of small reads (memory: the index's size).",
         ),
     ] = False,
+    job_ttl: Annotated[
+        float,
+        typer.Option(min=1, help="Seconds a finished job's result stays downloadable."),
+    ] = JOB_TTL_S,
+    root_path: Annotated[
+        str, typer.Option(help="URL prefix a reverse proxy serves the service under, e.g. /atlas.")
+    ] = "",
 ) -> None:
-    """Serve search, annotate, match and SQL over HTTP (OpenAPI docs at /docs)."""
+    """Serve the web page, search, annotate, match and SQL over HTTP (OpenAPI docs at /docs)."""
     import uvicorn
 
     from uceindex.service.app import TOKEN_ENV, check_bind, create_app
@@ -69,8 +79,11 @@ def serve(
         limits=limits,
         storage_options=storage_options(storage_option),
         prewarm=prewarm,
+        job_ttl_s=job_ttl,
     )
+    prefix = root_path.rstrip("/")
     err_console.print(
-        f"serving {uri} on http://{host}:{port} (docs at /docs){' with a token' if token else ''}"
+        f"serving {uri} on http://{host}:{port}{prefix}/ (web page; API docs at "
+        f"{prefix}/docs){' with a token' if token else ''}"
     )
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    uvicorn.run(app, host=host, port=port, root_path=prefix, log_level="warning")

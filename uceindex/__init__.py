@@ -54,6 +54,7 @@ _EXPORTS = {
     "summarise": "uceindex.search",
     "similar": "uceindex.search",
     "match": "uceindex.search",
+    "cell_map": "uceindex.search",
     "MatchResult": "uceindex.search",
     "write_output": "uceindex.search",
     "add_to_obs": "uceindex.search",

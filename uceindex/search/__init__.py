@@ -1,6 +1,6 @@
 """Search over the store: k-NN annotation, similar cells, cross-species matching, the index.
 
-    from uceindex.search import annotate, summarise, similar, match, refresh_index
+    from uceindex.search import annotate, summarise, similar, match, cell_map, refresh_index
 
 `vote` and `matching` are the pure maths (numpy in, numpy or pandas out, no I/O);
 `index` (the vector index) and `neighbours` (batched k-NN, `knn`) talk to the `cells`
@@ -10,6 +10,7 @@ Every verb takes a `Store` or a store URI. No torch here unless a query is embed
 """
 
 from uceindex.search.annotation import annotate, summarise
+from uceindex.search.cell_map import cell_map
 from uceindex.search.cross_species import MatchResult, match
 from uceindex.search.index import IndexReport, cells_table, prewarm_index, refresh_index
 from uceindex.search.neighbours import Neighbours, cell_vector, knn
@@ -22,6 +23,7 @@ __all__ = [
     "summarise",
     "similar",
     "match",
+    "cell_map",
     "MatchResult",
     "write_output",
     "OUT_SUFFIXES",

@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow as pa
 
 from uceindex import CORES
 from uceindex.errors import QueryError
@@ -250,6 +251,15 @@ def _exact(table, q, k, where, columns, progress):
 def sample_cells(table, n: int, *, where: str | None = None, seed: int = 0):
     """Up to n stored cells drawn without replacement (seeded) among those matching `where`:
     (cell ids (m,) object, embeddings (m, D) float32). Reads row ids, then only those rows."""
+    got = sample_rows(table, n, where=where, seed=seed)
+    if got.num_rows == 0:
+        return np.empty(0, dtype=object), np.empty((0, 0), dtype=np.float32)
+    return got.column(ID).to_numpy(zero_copy_only=False), embeddings_of(got)
+
+
+def sample_rows(table, n: int, *, where: str | None = None, seed: int = 0, columns=()):
+    """Up to n stored rows (seeded, without replacement) matching `where`, as an Arrow table
+    of cell_id, embedding and `columns`, in storage order."""
     rows = table.search().with_row_id(True).select([ID]).limit(None)
     if where:
         rows = rows.where(where)
@@ -259,18 +269,23 @@ def sample_cells(table, n: int, *, where: str | None = None, seed: int = 0):
         raise QueryError(f"cannot filter cells with {where!r}: {str(exc)[:300]}") from None
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(row_ids, size=min(n, len(row_ids)), replace=False))
+    wanted = [ID, EMBEDDING, *(c for c in columns if c not in (ID, EMBEDDING))]
     if len(pick) == 0:
-        return np.empty(0, dtype=object), np.empty((0, 0), dtype=np.float32)
-    got, emb = take_cells(table, pick, [ID])
-    return got.column(ID).to_numpy(zero_copy_only=False), emb
+        return pa.schema([table.schema.field(c) for c in wanted]).empty_table()
+    return table.take_row_ids(pick.tolist()).select(wanted).to_arrow()
 
 
 def take_cells(table, row_ids, columns):
     """The stored rows `row_ids` (Lance row ids): (an arrow table of `columns`, their
     embeddings (m, D) float32), in the order Lance returns them."""
     got = table.take_row_ids([int(r) for r in row_ids]).select([*columns, EMBEDDING]).to_arrow()
-    emb = got.column(EMBEDDING).combine_chunks().flatten().to_numpy().reshape(got.num_rows, -1)
-    return got.drop_columns([EMBEDDING]), emb.astype(np.float32, copy=False)
+    return got.drop_columns([EMBEDDING]), embeddings_of(got)
+
+
+def embeddings_of(rows) -> np.ndarray:
+    """The embedding column of an Arrow table of cells as (m, D) float32."""
+    emb = rows.column(EMBEDDING).combine_chunks().flatten().to_numpy().reshape(rows.num_rows, -1)
+    return emb.astype(np.float32, copy=False)
 
 
 def cell_vector(table, cell_id: str) -> np.ndarray:

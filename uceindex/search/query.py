@@ -97,7 +97,7 @@ def query_vectors(
         if embedding_key == "X_uce":  # `uceindex embed` recorded which model made it
             made_by = dict(query.uns.get("uce", {})).get("fingerprint")
             used = dict(query.uns.get("uce", {})).get("gene_filter", GeneFilter.PER_CELL.value)
-            if made_by and _known_model(info) and made_by != info["model_fingerprint"]:
+            if made_by and known_model(info) and made_by != info["model_fingerprint"]:
                 raise QueryError(
                     f"obsm['X_uce'] was made by model fingerprint {made_by}, the store holds "
                     f"{info['model_name']} (fingerprint {info['model_fingerprint']}): embed the "
@@ -121,7 +121,7 @@ def query_vectors(
     return vectors, pd.Index(names.astype(str)), [warning] if warning else []
 
 
-def _known_model(info: dict) -> bool:
+def known_model(info: dict) -> bool:
     """False for a store of embeddings ingested from obsm without a known model."""
     return bool(info["model_fingerprint"]) and not str(info["model_fingerprint"]).startswith(
         "obsm:"
@@ -129,7 +129,7 @@ def _known_model(info: dict) -> bool:
 
 
 def _embed(info, adata, species, model_dir, model, device, gene_filter, progress):
-    if not _known_model(info):
+    if not known_model(info):
         raise QueryError(
             f"the store's embeddings came from {info['model_fingerprint']} (no known model), "
             "so query cells cannot be embedded to match them: pass --embedding-key"

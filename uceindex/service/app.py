@@ -16,10 +16,11 @@ from fastapi import Depends, FastAPI, Request
 from uceindex import __version__
 from uceindex.errors import InsecureBindError
 from uceindex.search import prewarm_index
-from uceindex.service import routes
+from uceindex.service import routes, web_routes
 from uceindex.service.deps import StoreView, check_token
 from uceindex.service.errors import add_handlers, error_response
-from uceindex.service.limits import Limits
+from uceindex.service.jobs import Jobs
+from uceindex.service.limits import JOB_TTL_S, Limits
 
 TOKEN_ENV = "UCEINDEX_TOKEN"  # where `uceindex serve` takes the token from
 
@@ -51,17 +52,21 @@ def create_app(
     limits: Limits = Limits(),
     storage_options: dict | None = None,
     prewarm: bool = False,
+    job_ttl_s: float = JOB_TTL_S,
 ) -> FastAPI:
     """The app for one store (`storage_options` as `Store.open` takes them). `token` None
     means no authentication (loopback use). prewarm: load the vector index into memory
-    before the first request (`prewarm_index`), for stores on object storage."""
+    before the first request (`prewarm_index`), for stores on object storage. Jobs' results
+    are kept `job_ttl_s` seconds."""
     view = StoreView(store_uri, storage_options)
     if prewarm:
         prewarm_index(view.get())
+    jobs = Jobs(ttl_s=job_ttl_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
+        jobs.close()
         view.close()
 
     app = FastAPI(
@@ -79,6 +84,7 @@ def create_app(
     app.state.sql = None  # (store versions, SqlSession) of the latest snapshot
     app.state.sql_lock = threading.Lock()
     app.state.past_sql = {}  # (table versions) -> SqlSession of a store read as of a version
+    app.state.jobs = jobs
 
     @app.middleware("http")
     async def _cap_body(request: Request, call_next):
@@ -92,5 +98,7 @@ def create_app(
 
     app.include_router(routes.public)
     app.include_router(routes.private, dependencies=[Depends(check_token)])
+    app.include_router(web_routes.public)
+    app.include_router(web_routes.private, dependencies=[Depends(check_token)])
     add_handlers(app)
     return app

@@ -12,3 +12,6 @@ class Limits:
     max_queries: int = 10_000  # vectors or cells in one search / annotate request
     max_rows: int = 10_000  # rows a SQL request returns
     sql_timeout_s: float = 30.0
+
+
+JOB_TTL_S = 3600.0  # seconds a finished job's result stays downloadable (`--job-ttl`)

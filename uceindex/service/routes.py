@@ -21,6 +21,7 @@ from uceindex.quality.report import DEFAULT_K, DEFAULT_SAMPLE
 from uceindex.search import annotate as annotate_cells
 from uceindex.search import cell_vector, cells_table, knn, summarise
 from uceindex.search import match as match_cells
+from uceindex.search.query import known_model
 from uceindex.service import deps, shapes
 from uceindex.service.deps import LimitsDep, SqlDep, StoreDep
 from uceindex.service.errors import NotFound, TooLarge, require
@@ -123,7 +124,7 @@ def sql(body: shapes.SqlRequest, session: SqlDep, limits: LimitsDep):
     )
 
 
-def _check_k(request: Request, k: int, n_queries: int) -> None:
+def check_k(request: Request, k: int, n_queries: int) -> None:
     limits = deps.limits(request)
     require(1 <= k <= limits.max_k, f"k must be between 1 and {limits.max_k}")
     require(
@@ -146,7 +147,7 @@ def search(request: Request, body: shapes.SearchRequest, store: StoreDep):
         (body.vectors is None) != (body.cell_ids is None), "give exactly one of vectors or cell_ids"
     )
     queries = body.vectors if body.vectors is not None else body.cell_ids
-    _check_k(request, body.k, len(queries))
+    check_k(request, body.k, len(queries))
     require(len(queries) > 0, "no query vectors or cell ids given")
     cells = cells_table(store)
     vectors = (
@@ -175,7 +176,7 @@ def search(request: Request, body: shapes.SearchRequest, store: StoreDep):
     )
 
 
-def _model(request: Request):
+def model_of(request: Request):
     """The model for embedding uploads, loaded once per service."""
     from uceindex import UCEModel  # torch: imported on the first upload that needs it
 
@@ -188,6 +189,14 @@ def _model(request: Request):
 
 async def _upload(request: Request):
     """The multipart upload (field `file`, an .h5ad) as AnnData, plus the form's fields."""
+    with tempfile.TemporaryDirectory() as tmp:
+        adata, fields = await upload_to(request, Path(tmp) / "upload.h5ad")
+    return adata, fields
+
+
+async def upload_to(request: Request, path: Path):
+    """The multipart upload (field `file`, an .h5ad) saved at `path` and read whole into
+    memory: (AnnData, the form's other fields). Over the upload limit: TooLarge."""
     from uceindex.io.h5ad import read_h5ad
 
     limits = deps.limits(request)
@@ -197,39 +206,31 @@ async def _upload(request: Request):
         upload is not None and hasattr(upload, "read"),
         "send the .h5ad as multipart form field `file`",
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "upload.h5ad"
-        size = 0
-        with open(path, "wb") as out:
-            while chunk := await upload.read(1 << 20):
-                size += len(chunk)
-                if size > limits.max_upload_bytes:
-                    raise TooLarge(f"upload over the limit of {limits.max_upload_bytes:,} bytes")
-                out.write(chunk)
-        try:
-            adata = read_h5ad(path)
-        except InputDataError:
-            raise InputDataError(
-                f"{upload.filename or 'the upload'} is not a readable .h5ad file"
-            ) from None
+    size = 0
+    with open(path, "wb") as out:
+        while chunk := await upload.read(1 << 20):
+            size += len(chunk)
+            if size > limits.max_upload_bytes:
+                raise TooLarge(f"upload over the limit of {limits.max_upload_bytes:,} bytes")
+            out.write(chunk)
+    try:
+        adata = await run_in_threadpool(read_h5ad, path)
+    except InputDataError:
+        raise InputDataError(
+            f"{upload.filename or 'the upload'} is not a readable .h5ad file"
+        ) from None
     fields = {k: v for k, v in form.items() if k != "file"}
     return adata, fields
 
 
-def _form_int(fields: dict, name: str, default: int) -> int:
+def _form_number(fields: dict, name: str, default, kind=int):
+    """A form field as an int (or `kind`, e.g. float); `default` when absent or empty."""
     value = fields.get(name)
     try:
-        return int(value) if value not in (None, "") else default
+        return kind(value) if value not in (None, "") else default
     except ValueError:
-        raise QueryError(f"form field {name} must be a whole number") from None
-
-
-def _form_float(fields: dict, name: str, default: float) -> float:
-    value = fields.get(name)
-    try:
-        return float(value) if value not in (None, "") else default
-    except ValueError:
-        raise QueryError(f"form field {name} must be a number") from None
+        what = "a whole number" if kind is int else "a number"
+        raise QueryError(f"form field {name} must be {what}") from None
 
 
 def _form_bool(fields: dict, name: str) -> bool:
@@ -239,7 +240,7 @@ def _form_bool(fields: dict, name: str) -> bool:
     return value in ("true", "1")
 
 
-def _form_gene_filter(fields: dict) -> GeneFilter:
+def form_gene_filter(fields: dict) -> GeneFilter:
     value = fields.get("gene_filter") or GeneFilter.PER_CELL.value
     try:
         return GeneFilter(value)
@@ -248,25 +249,69 @@ def _form_gene_filter(fields: dict) -> GeneFilter:
         raise QueryError(f"form field gene_filter must be one of {choices}") from None
 
 
+def annotate_form(request: Request, fields: dict, adata) -> dict:
+    """`annotate`'s arguments from an upload's form fields (k, label, where, species,
+    embedding_key, gene_filter, ontology, min_score); the model is loaded only when the
+    cells need embedding."""
+    k = _form_number(fields, "k", 50)
+    check_k(request, k, adata.n_obs)
+    return {
+        "k": k,
+        "label": fields.get("label") or "cell_type",
+        "where": fields.get("where") or None,
+        "species": fields.get("species") or None,
+        "embedding_key": fields.get("embedding_key") or None,
+        "model": model_of(request) if _embeds(request, fields) else None,
+        "gene_filter": form_gene_filter(fields),
+        "ontology": _form_bool(fields, "ontology"),
+        "min_score": _form_number(fields, "min_score", 0.5, float),
+    }
+
+
+def _embeds(request: Request, fields: dict) -> bool:
+    """Whether an upload's cells are embedded here: no embedding_key, and the store's cells
+    come from a model (else annotate says to pass one)."""
+    info = deps.store(request).model_info()
+    return not fields.get("embedding_key") and info is not None and known_model(info)
+
+
+def match_form(request: Request, fields: dict, adata) -> dict:
+    """`match`'s arguments from an upload's form fields: annotate's, and species, against,
+    query_label, ontology_level (';'-joined terms)."""
+    require(
+        bool(fields.get("species")) and bool(fields.get("against")),
+        "form fields species and against are required",
+    )
+    levels = [t for t in (fields.get("ontology_level") or "").split(";") if t]
+    arguments = annotate_form(request, fields, adata)
+    del arguments["ontology"]  # match rolls up to levels instead
+    return {
+        **arguments,
+        "against": fields["against"],
+        "query_label": fields.get("query_label") or None,
+        "ontology_level": levels or None,
+    }
+
+
 def _is_multipart(request: Request) -> bool:
     return request.headers.get("content-type", "").startswith("multipart/form-data")
 
 
 def _json_or_upload(model) -> dict:
     """OpenAPI for a body that is either `model` as JSON or an .h5ad upload (field `file`)."""
+    body = upload_body()
+    body["requestBody"]["content"]["application/json"] = {"schema": model.model_json_schema()}
+    return body
+
+
+def upload_body() -> dict:
+    """OpenAPI for a body that is an .h5ad upload (multipart field `file`) and form fields."""
     upload = {
         "type": "object",
         "properties": {"file": {"type": "string", "format": "binary"}},
         "required": ["file"],
     }
-    return {
-        "requestBody": {
-            "content": {
-                "application/json": {"schema": model.model_json_schema()},
-                "multipart/form-data": {"schema": upload},
-            }
-        }
-    }
+    return {"requestBody": {"content": {"multipart/form-data": {"schema": upload}}}}
 
 
 @private.post(
@@ -285,25 +330,12 @@ async def annotate(request: Request, store: StoreDep):
     cell, scored as Cellarium CAS does; the summary names the CL version)."""
     if _is_multipart(request):
         adata, fields = await _upload(request)
-        k = _form_int(fields, "k", 50)
-        _check_k(request, k, adata.n_obs)
         frame = await run_in_threadpool(
-            annotate_cells,
-            store,
-            adata,
-            k=k,
-            label=fields.get("label") or "cell_type",
-            where=fields.get("where") or None,
-            species=fields.get("species") or None,
-            embedding_key=fields.get("embedding_key") or None,
-            model=None if fields.get("embedding_key") else _model(request),
-            gene_filter=_form_gene_filter(fields),
-            ontology=_form_bool(fields, "ontology"),
-            min_score=_form_float(fields, "min_score", 0.5),
+            annotate_cells, store, adata, **annotate_form(request, fields, adata)
         )
     else:
         body = shapes.AnnotateRequest.model_validate(await _json(request))
-        _check_k(request, body.k, len(body.embeddings))
+        check_k(request, body.k, len(body.embeddings))
         frame = await run_in_threadpool(
             annotate_cells,
             store,
@@ -318,6 +350,11 @@ async def annotate(request: Request, store: StoreDep):
         if body.names:
             require(len(body.names) == len(frame), "names must have one entry per embedding")
             frame.index = pd.Index(body.names)
+    return annotation_answer(frame)
+
+
+def annotation_answer(frame: pd.DataFrame) -> dict:
+    """An `annotate` result as the API answers it: predictions and their summary."""
     summary = {k: v for k, v in summarise(frame).items() if k != "store"}  # no server paths
     summary["predicted_counts"] = {row["predicted"]: row["cells"] for row in summary["labels"]}
     return jsonable_encoder({"predictions": _rows(frame, "cell"), "summary": summary})
@@ -339,32 +376,12 @@ async def match(request: Request, store: StoreDep):
 
     if _is_multipart(request):
         adata, fields = await _upload(request)
-        require(
-            bool(fields.get("species")) and bool(fields.get("against")),
-            "form fields species and against are required",
-        )
-        k = _form_int(fields, "k", 50)
-        _check_k(request, k, adata.n_obs)
         result = await run_in_threadpool(
-            match_cells,
-            store,
-            adata,
-            species=fields["species"],
-            against=fields["against"],
-            label=fields.get("label") or "cell_type",
-            query_label=fields.get("query_label") or None,
-            k=k,
-            where=fields.get("where") or None,
-            embedding_key=fields.get("embedding_key") or None,
-            model=None if fields.get("embedding_key") else _model(request),
-            gene_filter=_form_gene_filter(fields),
-            ontology_level=[t for t in (fields.get("ontology_level") or "").split(";") if t]
-            or None,
-            min_score=_form_float(fields, "min_score", 0.5),
+            match_cells, store, adata, **match_form(request, fields, adata)
         )
     else:
         body = shapes.MatchRequest.model_validate(await _json(request))
-        _check_k(request, body.k, len(body.embeddings))
+        check_k(request, body.k, len(body.embeddings))
         require(
             len(body.query_labels) == len(body.embeddings),
             "query_labels must have one entry per embedding",

@@ -101,3 +101,42 @@ class MatchRequest(BaseModel):
 class MatchResponse(BaseModel):
     cells: list[dict]
     table: list[dict]
+
+
+class Atlas(BaseModel):
+    """The web page's overview: the store's model, data sets and cells by species and label."""
+
+    cells: int
+    model: dict | None
+    label: str | None
+    obs_columns: list[str]
+    datasets: list[dict]
+    counts: list[dict]
+
+
+class DatasetDetail(BaseModel):
+    dataset: dict
+    obs_columns: list[dict]
+    reasons: list[dict]
+    rejects: list[dict]
+
+
+class SimilarResponse(BaseModel):
+    cell_id: str
+    neighbours: list[dict]
+
+
+class JobState(BaseModel):
+    """A job: state queued, running, done, failed or cancelled; progress done of total."""
+
+    id: str
+    kind: str
+    state: str
+    stage: str | None
+    done: int
+    total: int
+    error: str | None
+    created: float
+    ended: float | None
+    files: list[str]
+    parent: str | None
