@@ -38,6 +38,10 @@ def serve(
     max_upload_mb: Annotated[
         int, typer.Option(min=1, help="Largest request body or upload, in MiB.")
     ] = Limits.max_upload_bytes >> 20,
+    show_paths: Annotated[
+        bool,
+        typer.Option(help="Show each data set's source path on this machine in GET /datasets."),
+    ] = False,
 ) -> None:
     """Serve search, annotate, match and SQL over HTTP (OpenAPI docs at /docs)."""
     import uvicorn
@@ -60,6 +64,7 @@ def serve(
         model_dir=model_dir,
         limits=limits,
         storage_options=storage_options(storage_option),
+        show_paths=show_paths,
     )
     err_console.print(
         f"serving {uri} on http://{host}:{port} (docs at /docs){' with a token' if token else ''}"

@@ -348,3 +348,138 @@ def test_answers_during_an_ingest_and_sees_it_after(server, store, tmp_path):
     assert answered >= 1
     time.sleep(1.2)  # the service moves to a new snapshot at most every second
     assert httpx.get(server + "/health").json()["cells"] == before + 20_000
+
+
+@pytest.mark.parametrize(
+    ("message", "shown"),
+    [
+        (  # Lance's error for a regular expression that does not compile, as it came
+            "lance error: Query Execution error: Regular expression did not compile: Syntax(\n"
+            + "~" * 40
+            + "\nregex parse error:\n    (((\nerror: unclosed group\n"
+            + "~" * 40
+            + "\n), /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/lance-13.0.0/"
+            "src/io/exec/filtered_read.rs:1639:33",
+            "lance error: Query Execution error: Regular expression did not compile: Syntax( "
+            "regex parse error: ((( error: unclosed group )",
+        ),
+        (
+            'Permission Error: Cannot access directory "/root/.duckdb/stored_secrets" - file '
+            "system operations are disabled",
+            'Permission Error: Cannot access directory "<path>" - file system operations are '
+            "disabled",
+        ),
+        ("lance error: Invalid input, src/io/exec/scan.rs:12:4", "lance error: Invalid input"),
+        (
+            "cannot read /srv/atlas/cells.lance/data/0.lance",
+            "cannot read atlas/cells.lance/data/0.lance",
+        ),
+        (
+            "cannot read file:///srv/atlas/x and file:///home/u/x.h5ad",
+            "cannot read atlas/x and <path>",
+        ),
+        (
+            "in /work/.venv/lib/python3.11/site-packages/lance/dataset.py: boom",
+            "in <path>: boom",
+        ),
+        (
+            'Traceback (most recent call last):\n  File "/x/y.py", line 3\nValueError',
+            "the request failed",
+        ),
+        (
+            "no cell 'blood/c7'; k 1/2/3, a / b; see s3://bucket/key",
+            "no cell 'blood/c7'; k 1/2/3, a / b; see s3://bucket/key",
+        ),
+        (r"bad C:\Users\me\atlas.h5ad here", "bad <path> here"),
+    ],
+)
+def test_sanitise_hides_server_paths_sources_and_tracebacks(message, shown):
+    from uceindex.service.errors import sanitise
+
+    assert sanitise(message, "/srv/atlas") == shown
+
+
+def _no_server_path(message: str, store) -> None:
+    for leak in (os.path.expanduser("~"), str(store), ".rs:", "Traceback", "\n"):
+        assert leak not in message, (leak, message)
+
+
+@pytest.mark.parametrize(
+    "statement", ["SELECT * FROM duckdb_extensions()", "SELECT * FROM duckdb_secrets()"]
+)
+def test_sql_engine_errors_name_no_server_path(client, store, statement):
+    with pytest.raises(ServiceCallError) as info:
+        client.sql(statement)
+    assert info.value.status == 400 and "<path>" in str(info.value)
+    _no_server_path(str(info.value), store)
+
+
+@pytest.mark.parametrize(
+    ("route", "body"),
+    [
+        ("/search", {"vectors": [[1.0] * DIM], "where": "regexp_match(cell_type, '(((')"}),
+        ("/annotate", {"embeddings": [[1.0] * DIM], "where": "regexp_like(tissue, '[')"}),
+    ],
+)
+def test_a_filter_lance_refuses_while_it_runs_is_a_400_without_sources(server, store, route, body):
+    r = httpx.post(server + route, json=body, headers=_auth())
+    assert r.status_code == 400, r.text
+    message = r.json()["error"]["message"]
+    assert message.startswith("cannot filter cells with") and "unclosed" in message
+    _no_server_path(message, store)
+
+
+def test_datasets_show_source_paths_only_when_asked(client, store, monkeypatch):
+    assert client.datasets() and all("source_path" not in d for d in client.datasets())
+    result, served = _serve_in_process(monkeypatch, store, "--show-paths")
+    assert result.exit_code == 0, result.output
+    with TestClient(served["app"]) as c:
+        shown = c.get("/datasets").json()
+    assert shown[0]["source_path"].endswith("blood.h5ad")
+
+
+@pytest.mark.parametrize(
+    ("route", "body", "named"),
+    [  # the requests of issue 13 that answered 500, and their kin
+        ("/annotate", {}, "embeddings: Field required"),
+        (
+            "/match",
+            {"embeddings": [[0.1]], "query_labels": ["a"]},
+            "species: Field required; against: Field required",
+        ),
+        ("/match", [None, None], "body: Input should be an object"),
+        ("/search", {"vectors": [[0.1] * DIM, [0.1]]}, "same length, got lengths 1, 8"),
+        ("/annotate", {"embeddings": [[0.1] * DIM, [0.1, 0.2]]}, "same length, got lengths 2, 8"),
+        ("/annotate", {"embeddings": []}, "embeddings: List should have at least 1 item"),
+        ("/annotate", {"embeddings": "x"}, "embeddings: Input should be a valid array"),
+        ("/sql", {"sql": "SELECT 1", "limit": 0}, "limit: Input should be greater than"),
+    ],
+)
+def test_malformed_bodies_are_422_naming_what_is_wrong(server, route, body, named):
+    r = httpx.post(server + route, json=body, headers=_auth())
+    assert r.status_code == 422, r.text
+    assert named in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("route", "body", "named"),
+    [
+        ("/search", {"vectors": [[1.0] * DIM], "columns": ["embedding"]}, "column 'embedding' is"),
+        ("/search", {"vectors": [[1.0] * DIM], "columns": ["nope"]}, "no column 'nope'"),
+        (
+            "/annotate",
+            {"embeddings": [[1.0] * DIM], "label": "embedding"},
+            "label column 'embedding'",
+        ),
+    ],
+)
+def test_a_column_that_cannot_be_returned_is_named(server, route, body, named):
+    r = httpx.post(server + route, json=body, headers=_auth())
+    assert r.status_code == 400, r.text
+    message = r.json()["error"]["message"]
+    assert named in message and "None" not in message
+
+
+def test_sql_rows_of_binary_values_are_json(client):
+    out = client.sql("SELECT '\\xA0\\x41'::BLOB AS b, ['nan'::DOUBLE, 1.5] AS v")
+    assert out["rows"] == [["\\xa0A", [None, 1.5]]]

@@ -49,9 +49,11 @@ def create_app(
     model_dir=None,
     limits: Limits = Limits(),
     storage_options: dict | None = None,
+    show_paths: bool = False,
 ) -> FastAPI:
     """The app for one store (`storage_options` as `Store.open` takes them). `token` None
-    means no authentication (loopback use)."""
+    means no authentication (loopback use). `show_paths`: `GET /datasets` includes each data
+    set's source path on the server (left out by default)."""
     view = StoreView(store_uri, storage_options)
 
     @asynccontextmanager
@@ -68,6 +70,7 @@ def create_app(
     app.state.view = view
     app.state.token = token
     app.state.limits = limits
+    app.state.show_paths = show_paths
     app.state.model_dir = model_dir
     app.state.model = None  # loaded on the first upload that needs embedding
     app.state.model_lock = threading.Lock()

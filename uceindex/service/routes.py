@@ -11,6 +11,7 @@ import pandas as pd
 from fastapi import APIRouter, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from uceindex import __version__
@@ -30,14 +31,21 @@ private = APIRouter()
 
 
 def _plain(value):
-    """JSON-safe: NaN and inf become null."""
+    """JSON-safe, nested values too: NaN and inf become null, bytes text (undecodable bytes
+    as \\xNN)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
     return value
 
 
 def _record(row: dict) -> dict:
-    return {k: _plain(v) for k, v in row.items()}
+    return _plain(row)
 
 
 @public.get("/health", response_model=shapes.Health, tags=["store"])
@@ -51,10 +59,16 @@ def health(store: StoreDep):
     }
 
 
+SERVER_PATHS = ["source_path"]  # dataset columns that are paths on the server
+
+
 @private.get("/datasets", response_model=list[shapes.Dataset], tags=["store"])
-def datasets(store: StoreDep):
-    """One entry per ingested file, oldest first."""
+def datasets(request: Request, store: StoreDep):
+    """One entry per ingested file, oldest first; its source path on the server only when
+    the service was started with `--show-paths`."""
     frame = store.datasets()
+    if not request.app.state.show_paths:
+        frame = frame.drop(columns=SERVER_PATHS, errors="ignore")
     return [_record(r) for r in frame.to_dict(orient="records")]
 
 
@@ -256,7 +270,7 @@ async def annotate(request: Request, store: StoreDep):
             gene_filter=_form_gene_filter(fields),
         )
     else:
-        body = shapes.AnnotateRequest.model_validate(await _json(request))
+        body = await _json(request, shapes.AnnotateRequest)
         _check_k(request, body.k, len(body.embeddings))
         frame = await run_in_threadpool(
             annotate_cells,
@@ -311,7 +325,7 @@ async def match(request: Request, store: StoreDep):
             gene_filter=_form_gene_filter(fields),
         )
     else:
-        body = shapes.MatchRequest.model_validate(await _json(request))
+        body = await _json(request, shapes.MatchRequest)
         _check_k(request, body.k, len(body.embeddings))
         require(
             len(body.query_labels) == len(body.embeddings),
@@ -339,10 +353,9 @@ async def match(request: Request, store: StoreDep):
     return jsonable_encoder({"cells": _rows(result.cells, "cell"), "table": _rows(result.table)})
 
 
-async def _json(request: Request):
+async def _json(request: Request, shape: type[BaseModel]):
+    """The JSON body as `shape`; a body that is not JSON, or not of that shape, is a 422."""
     try:
-        return await request.json()
-    except ValueError:
-        raise RequestValidationError(
-            [{"loc": ("body",), "msg": "the body is not valid JSON", "type": "json"}]
-        ) from None
+        return shape.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from None

@@ -2,7 +2,25 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+
+def _rectangular(rows: list[list[float]]) -> list[list[float]]:
+    widths = sorted({len(row) for row in rows})
+    if len(widths) > 1:
+        shown = ", ".join(map(str, widths[:4])) + (", ..." if len(widths) > 4 else "")
+        raise ValueError(f"every vector must have the same length, got lengths {shown}")
+    return rows
+
+
+# (n, D) vectors as rows: at least one, none empty, all of one length
+Matrix = Annotated[
+    list[Annotated[list[float], Field(min_length=1)]],
+    Field(min_length=1),
+    AfterValidator(_rectangular),
+]
 
 
 class Health(BaseModel):
@@ -23,7 +41,7 @@ class Dataset(BaseModel):
 
 class SqlRequest(BaseModel):
     sql: str
-    limit: int | None = None
+    limit: int | None = Field(None, ge=1)
 
 
 class SqlResponse(BaseModel):
@@ -34,7 +52,7 @@ class SqlResponse(BaseModel):
 
 
 class SearchRequest(BaseModel):
-    vectors: list[list[float]] | None = None
+    vectors: Matrix | None = None
     cell_ids: list[str] | None = None
     k: int = 50
     where: str | None = None
@@ -56,7 +74,7 @@ class SearchResponse(BaseModel):
 class AnnotateRequest(BaseModel):
     """Embeddings as JSON; to annotate an .h5ad, POST it as multipart form field `file`."""
 
-    embeddings: list[list[float]]
+    embeddings: Matrix
     names: list[str] | None = None
     k: int = 50
     label: str = "cell_type"
@@ -72,7 +90,7 @@ class AnnotateResponse(BaseModel):
 class MatchRequest(BaseModel):
     """Embeddings and their own labels as JSON; or an .h5ad as multipart field `file`."""
 
-    embeddings: list[list[float]]
+    embeddings: Matrix
     query_labels: list[str | None]
     species: str
     against: str
