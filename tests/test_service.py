@@ -3,6 +3,7 @@ options checked in-process (the app it would serve, through Starlette's TestClie
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -483,3 +484,77 @@ def test_a_column_that_cannot_be_returned_is_named(server, route, body, named):
 def test_sql_rows_of_binary_values_are_json(client):
     out = client.sql("SELECT '\\xA0\\x41'::BLOB AS b, ['nan'::DOUBLE, 1.5] AS v")
     assert out["rows"] == [["\\xa0A", [None, 1.5]]]
+
+
+@pytest.fixture(scope="module")
+def capped(store):
+    """The service with a 1 MiB body cap."""
+    proc, url = _serve(store, {"UCEINDEX_TOKEN": TOKEN}, ("--max-upload-mb", "1"))
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+def _chunked(body: bytes, size: int = 64 << 10):
+    """A generator body: httpx sends it chunked, with no Content-Length."""
+    for start in range(0, len(body), size):
+        yield body[start : start + size]
+
+
+def _multipart(fields: dict, payload: bytes) -> tuple[bytes, str]:
+    boundary = "uceindexboundary"
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+        for k, v in fields.items()
+    ]
+    parts.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="q.h5ad"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n".encode()
+        + payload
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+
+
+def test_a_chunked_body_over_the_cap_is_refused_on_every_route(capped, tmp_path):
+    """No Content-Length: the bytes read are counted (issue 13: 2.5 MiB ran against 2 MiB)."""
+    big = json.dumps({"sql": "SELECT 1 -- " + "x" * (3 << 19)}).encode()  # 1.5 MiB
+    vectors = json.dumps({"vectors": [[0.5] * DIM] * 40_000, "k": 1}).encode()
+    embeddings = json.dumps({"embeddings": [[0.5] * DIM] * 40_000}).encode()
+    upload, kind = _multipart({"embedding_key": "emb"}, b"\0" * (3 << 19))
+    for route, body, content_type in (
+        ("/sql", big, "application/json"),
+        ("/search", vectors, "application/json"),
+        ("/annotate", embeddings, "application/json"),
+        ("/match", embeddings, "application/json"),
+        ("/annotate", upload, kind),
+    ):
+        assert len(body) > 1 << 20
+        r = httpx.post(
+            capped + route,
+            content=_chunked(body),
+            headers={**_auth(), "Content-Type": content_type},
+            timeout=60,
+        )
+        assert r.status_code == 413, (route, r.text)
+        assert r.json()["error"] == {
+            "type": "TooLarge",
+            "message": "request body over the limit of 1,048,576 bytes: send less per request",
+        }
+    small = json.dumps({"sql": "SELECT 41 + 1 AS n"}).encode()
+    r = httpx.post(
+        capped + "/sql",
+        content=_chunked(small, 4),
+        headers={**_auth(), "Content-Type": "application/json"},
+        timeout=60,
+    )
+    assert r.status_code == 200 and r.json()["rows"] == [[42]]  # a chunked body under the cap
+    path = _h5ad(tmp_path / "query.h5ad", 20, seed=4)
+    upload, kind = _multipart({"embedding_key": "emb", "k": "5"}, path.read_bytes())
+    r = httpx.post(
+        capped + "/annotate",
+        content=_chunked(upload),
+        headers={**_auth(), "Content-Type": kind},
+        timeout=60,
+    )
+    assert r.status_code == 200 and len(r.json()["predictions"]) == 20

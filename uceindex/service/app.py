@@ -11,14 +11,14 @@ import ipaddress
 import threading
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI
 
 from uceindex import __version__
 from uceindex.errors import InsecureBindError
 from uceindex.service import routes
 from uceindex.service.deps import StoreView, check_token
-from uceindex.service.errors import add_handlers, error_response
-from uceindex.service.limits import Limits
+from uceindex.service.errors import add_handlers
+from uceindex.service.limits import BodyCap, Limits
 
 TOKEN_ENV = "UCEINDEX_TOKEN"  # where `uceindex serve` takes the token from
 
@@ -77,16 +77,7 @@ def create_app(
     app.state.sql = None  # (store versions, SqlSession) of the latest snapshot
     app.state.sql_lock = threading.Lock()
 
-    @app.middleware("http")
-    async def _cap_body(request: Request, call_next):
-        """Refuse a declared body over the limit before reading it (uploads re-check as they stream)."""
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limits.max_upload_bytes:
-            return error_response(
-                413, "TooLarge", f"request body over the limit of {limits.max_upload_bytes:,} bytes"
-            )
-        return await call_next(request)
-
+    app.add_middleware(BodyCap, max_bytes=limits.max_upload_bytes)
     app.include_router(routes.public)
     app.include_router(routes.private, dependencies=[Depends(check_token)])
     add_handlers(app)

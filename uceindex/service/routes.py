@@ -22,7 +22,7 @@ from uceindex.search import cell_vector, cells_table, knn, summarise
 from uceindex.search import match as match_cells
 from uceindex.service import deps, shapes
 from uceindex.service.deps import LimitsDep, SqlDep, StoreDep
-from uceindex.service.errors import NotFound, TooLarge, require
+from uceindex.service.errors import NotFound, require
 from uceindex.store.schema import EMBEDDING
 from uceindex.store.store import sql_string
 
@@ -176,8 +176,7 @@ async def _upload(request: Request):
     """The multipart upload (field `file`, an .h5ad) as AnnData, plus the form's fields."""
     from uceindex.io.h5ad import read_h5ad
 
-    limits = deps.limits(request)
-    form = await request.form()
+    form = await request.form()  # read whole, under the body cap (limits.BodyCap)
     upload = form.get("file")
     require(
         upload is not None and hasattr(upload, "read"),
@@ -185,12 +184,8 @@ async def _upload(request: Request):
     )
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "upload.h5ad"
-        size = 0
         with open(path, "wb") as out:
             while chunk := await upload.read(1 << 20):
-                size += len(chunk)
-                if size > limits.max_upload_bytes:
-                    raise TooLarge(f"upload over the limit of {limits.max_upload_bytes:,} bytes")
                 out.write(chunk)
         try:
             adata = read_h5ad(path)
