@@ -481,9 +481,30 @@ def test_a_column_that_cannot_be_returned_is_named(server, route, body, named):
     assert named in message and "None" not in message
 
 
-def test_sql_rows_of_binary_values_are_json(client):
-    out = client.sql("SELECT '\\xA0\\x41'::BLOB AS b, ['nan'::DOUBLE, 1.5] AS v")
-    assert out["rows"] == [["\\xa0A", [None, 1.5]]]
+def test_sql_rows_python_cannot_hold_are_json(client):
+    """Bytes that are not UTF-8 (in DuckDB's own duckdb_settings() too), NaN inside a list,
+    dates past datetime's range: each answered, none a 500."""
+    out = client.sql(
+        "SELECT '\\xA0\\x41'::BLOB AS b, ['nan'::DOUBLE, 1.5] AS v, "
+        "'infinity'::TIMESTAMP AS t, '-infinity'::DATE AS d, DATE '2020-01-02' AS ok"
+    )
+    b, v, t, d, ok = out["rows"][0]
+    assert (b, v, ok) == ("\\xa0A", [None, 1.5], "2020-01-02")
+    assert "out of range" in t and "out of range" in d
+    assert client.sql("SELECT * FROM duckdb_settings()")["rows"]
+
+
+def test_sql_settings_name_no_server_path(client, store):
+    values = client.sql("SELECT value FROM duckdb_settings()")["rows"]
+    values += client.sql("SELECT current_setting('secret_directory')")["rows"]
+    for (value,) in values:
+        _no_server_path(str(value), store)
+
+
+def test_any_stored_column_can_be_the_label(client):
+    """cell_id as the label is a nearest-cell lookup (it answered 500)."""
+    out = client.annotate(np.eye(DIM)[:1] * 3, k=5, label="cell_id")
+    assert out["predictions"][0]["predicted"].startswith("blood/")
 
 
 @pytest.fixture(scope="module")

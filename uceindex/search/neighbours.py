@@ -124,7 +124,8 @@ def knn(
         raise QueryError(
             f"the store has no column {missing[0]!r}; it has: {', '.join(table.schema.names)}"
         )
-    columns = [c for c in dict.fromkeys(columns) if c != ID]
+    asked = list(dict.fromkeys(columns))
+    columns = [c for c in asked if c != ID]
     if params is None:
         n_ref = count_cells(table, where) if where else None
         params = search_params(describe_index(table), k, n_reference=n_ref)
@@ -135,7 +136,10 @@ def knn(
         out = _exact(table, q, k, where, columns, progress)
     else:
         out = _indexed(table, q, k, where, columns, params, progress)
-    return Neighbours(*out, params=params)
+    ids, sims, valid, cols = out
+    if ID in asked:  # e.g. the label of an annotation
+        cols[ID] = ids
+    return Neighbours(ids, sims, valid, cols, params=params)
 
 
 def _empty(n: int, k: int, columns):

@@ -27,7 +27,7 @@ from uceindex.store.schema import EMBEDDING
 from uceindex.store.store import sql_string
 
 public = APIRouter()
-private = APIRouter()
+private = APIRouter(responses=shapes.ERRORS)
 
 
 def _plain(value):

@@ -102,3 +102,26 @@ class MatchRequest(BaseModel):
 class MatchResponse(BaseModel):
     cells: list[dict]
     table: list[dict]
+
+
+class ErrorDetail(BaseModel):
+    type: str  # QueryError, ValidationError, Unauthorized, NotFound, TooLarge, ...
+    message: str  # one line: what was wrong, and what to do
+
+
+class Error(BaseModel):
+    """The body of every error answer."""
+
+    error: ErrorDetail
+
+
+ERRORS = {  # the error answers of the private routes, documented in the OpenAPI
+    status: {"model": Error, "description": description}
+    for status, description in (
+        (400, "the request cannot be answered as it is (the message says why)"),
+        (401, "missing or wrong bearer token"),
+        (404, "no such cell"),
+        (413, "request body over the limit"),
+        (422, "malformed body: not JSON, a missing field, a value of the wrong type"),
+    )
+}

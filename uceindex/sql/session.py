@@ -49,7 +49,16 @@ class SqlResult:
 
     def rows(self) -> list[tuple]:
         """Rows as tuples of Python values (lists for vectors)."""
-        return list(zip(*(col.to_pylist() for col in self.table.columns)))
+        return list(zip(*(_python_values(col) for col in self.table.columns)))
+
+
+def _python_values(column: pa.ChunkedArray) -> list:
+    """A column as Python values; one holding dates or times that Python's datetime cannot
+    hold (DuckDB's 'infinity'::TIMESTAMP, years past 9999) as Arrow's text for each."""
+    try:
+        return column.to_pylist()
+    except OverflowError:
+        return column.cast(pa.string()).to_pylist()
 
 
 @dataclass
