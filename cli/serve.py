@@ -40,7 +40,7 @@ def serve(
     ] = Limits.max_upload_bytes >> 20,
     show_paths: Annotated[
         bool,
-        typer.Option(help="Show each data set's source path on this machine in GET /datasets."),
+        typer.Option(help="Show each data set's source path on this machine (GET /datasets, SQL)."),
     ] = False,
 ) -> None:
     """Serve search, annotate, match and SQL over HTTP (OpenAPI docs at /docs)."""

@@ -52,8 +52,8 @@ def create_app(
     show_paths: bool = False,
 ) -> FastAPI:
     """The app for one store (`storage_options` as `Store.open` takes them). `token` None
-    means no authentication (loopback use). `show_paths`: `GET /datasets` includes each data
-    set's source path on the server (left out by default)."""
+    means no authentication (loopback use). `show_paths`: `GET /datasets` and the SQL view
+    `datasets` include each data set's source path on the server (left out by default)."""
     view = StoreView(store_uri, storage_options)
 
     @asynccontextmanager

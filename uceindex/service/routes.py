@@ -59,16 +59,13 @@ def health(store: StoreDep):
     }
 
 
-SERVER_PATHS = ["source_path"]  # dataset columns that are paths on the server
-
-
 @private.get("/datasets", response_model=list[shapes.Dataset], tags=["store"])
 def datasets(request: Request, store: StoreDep):
     """One entry per ingested file, oldest first; its source path on the server only when
-    the service was started with `--show-paths`."""
+    the service was started with `--show-paths` (`deps.SERVER_PATHS`)."""
     frame = store.datasets()
     if not request.app.state.show_paths:
-        frame = frame.drop(columns=SERVER_PATHS, errors="ignore")
+        frame = frame.drop(columns=list(deps.SERVER_PATHS), errors="ignore")
     return [_record(r) for r in frame.to_dict(orient="records")]
 
 
