@@ -56,6 +56,10 @@ def serve(
     root_path: Annotated[
         str, typer.Option(help="URL prefix a reverse proxy serves the service under, e.g. /atlas.")
     ] = "",
+    show_paths: Annotated[
+        bool,
+        typer.Option(help="Show each data set's source path on this machine (GET /datasets, SQL)."),
+    ] = False,
 ) -> None:
     """Serve the web page, search, annotate, match and SQL over HTTP (OpenAPI docs at /docs)."""
     import uvicorn
@@ -80,6 +84,7 @@ def serve(
         storage_options=storage_options(storage_option),
         prewarm=prewarm,
         job_ttl_s=job_ttl,
+        show_paths=show_paths,
     )
     prefix = root_path.rstrip("/")
     err_console.print(

@@ -177,7 +177,7 @@ def test_indexed_search_in_concurrent_blocks(tmp_path, monkeypatch):
 
         monkeypatch.setattr(neighbours, "SEARCH_THREADS", 1)
         table = CountingTable(store.cells)
-        with pytest.raises(QueryError, match="cannot search with filter"):
+        with pytest.raises(QueryError, match="cannot filter cells with"):
             knn(table, q, 20, where="cell_type = = 'x'", params=params)  # Lance refuses it
         assert 1 <= table.calls <= 4  # the blocks still queued were dropped, not searched
 

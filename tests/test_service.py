@@ -3,6 +3,7 @@ options checked in-process (the app it would serve, through Starlette's TestClie
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -68,7 +69,7 @@ def _serve(store, env_extra=None, args=()):
         stderr=subprocess.PIPE,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
+    deadline = time.time() + 180  # a loaded machine can take a minute to import it all
     while time.time() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(proc.stderr.read().decode())
@@ -448,3 +449,239 @@ def test_as_of_reads_a_tagged_version_on_every_route(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.mark.parametrize(
+    ("message", "shown"),
+    [
+        (  # Lance's error for a regular expression that does not compile, as it came
+            "lance error: Query Execution error: Regular expression did not compile: Syntax(\n"
+            + "~" * 40
+            + "\nregex parse error:\n    (((\nerror: unclosed group\n"
+            + "~" * 40
+            + "\n), /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/lance-13.0.0/"
+            "src/io/exec/filtered_read.rs:1639:33",
+            "lance error: Query Execution error: Regular expression did not compile: Syntax( "
+            "regex parse error: ((( error: unclosed group )",
+        ),
+        (
+            'Permission Error: Cannot access directory "/root/.duckdb/stored_secrets" - file '
+            "system operations are disabled",
+            'Permission Error: Cannot access directory "<path>" - file system operations are '
+            "disabled",
+        ),
+        ("lance error: Invalid input, src/io/exec/scan.rs:12:4", "lance error: Invalid input"),
+        (
+            "cannot read /srv/atlas/cells.lance/data/0.lance",
+            "cannot read atlas/cells.lance/data/0.lance",
+        ),
+        (
+            "cannot read file:///srv/atlas/x and file:///home/u/x.h5ad",
+            "cannot read atlas/x and <path>",
+        ),
+        (
+            "in /work/.venv/lib/python3.11/site-packages/lance/dataset.py: boom",
+            "in <path>: boom",
+        ),
+        (
+            'Traceback (most recent call last):\n  File "/x/y.py", line 3\nValueError',
+            "the request failed",
+        ),
+        (
+            "no cell 'blood/c7'; k 1/2/3, a / b; see s3://bucket/key",
+            "no cell 'blood/c7'; k 1/2/3, a / b; see s3://bucket/key",
+        ),
+        (r"bad C:\Users\me\atlas.h5ad here", "bad <path> here"),
+    ],
+)
+def test_sanitise_hides_server_paths_sources_and_tracebacks(message, shown):
+    from uceindex.service.errors import sanitise
+
+    assert sanitise(message, "/srv/atlas") == shown
+
+
+def _no_server_path(message: str, store) -> None:
+    for leak in (os.path.expanduser("~"), str(store), ".rs:", "Traceback", "\n"):
+        assert leak not in message, (leak, message)
+
+
+@pytest.mark.parametrize(
+    "statement", ["SELECT * FROM duckdb_extensions()", "SELECT * FROM duckdb_secrets()"]
+)
+def test_sql_engine_errors_name_no_server_path(client, store, statement):
+    with pytest.raises(ServiceCallError) as info:
+        client.sql(statement)
+    assert info.value.status == 400
+    _no_server_path(str(info.value), store)
+
+
+@pytest.mark.parametrize(
+    ("route", "body"),
+    [
+        ("/search", {"vectors": [[1.0] * DIM], "where": "regexp_match(cell_type, '(((')"}),
+        ("/annotate", {"embeddings": [[1.0] * DIM], "where": "regexp_like(tissue, '[')"}),
+    ],
+)
+def test_a_filter_lance_refuses_while_it_runs_is_a_400_without_sources(server, store, route, body):
+    r = httpx.post(server + route, json=body, headers=_auth())
+    assert r.status_code == 400, r.text
+    message = r.json()["error"]["message"]
+    assert message.startswith("cannot filter cells with") and "unclosed" in message
+    _no_server_path(message, store)
+
+
+def test_datasets_show_source_paths_only_when_asked(client, store, monkeypatch):
+    assert client.datasets() and all("source_path" not in d for d in client.datasets())
+    assert "source_path" not in client.sql("SELECT * FROM datasets")["columns"]
+    with pytest.raises(ServiceCallError, match="source_path"):
+        client.sql("SELECT source_path FROM datasets")
+    result, served = _serve_in_process(monkeypatch, store, "--show-paths")
+    assert result.exit_code == 0, result.output
+    with TestClient(served["app"]) as c:
+        shown = c.get("/datasets").json()
+        rows = c.post("/sql", json={"sql": "SELECT source_path FROM datasets"}).json()["rows"]
+    assert shown[0]["source_path"].endswith("blood.h5ad")
+    assert rows[0][0] == shown[0]["source_path"]
+
+
+@pytest.mark.parametrize(
+    ("route", "body", "named"),
+    [  # the requests of issue 13 that answered 500, and their kin
+        ("/annotate", {}, "embeddings: Field required"),
+        (
+            "/match",
+            {"embeddings": [[0.1]], "query_labels": ["a"]},
+            "species: Field required; against: Field required",
+        ),
+        ("/match", [None, None], "body: Input should be an object"),
+        ("/search", {"vectors": [[0.1] * DIM, [0.1]]}, "same length, got lengths 1, 8"),
+        ("/annotate", {"embeddings": [[0.1] * DIM, [0.1, 0.2]]}, "same length, got lengths 2, 8"),
+        ("/annotate", {"embeddings": []}, "embeddings: List should have at least 1 item"),
+        ("/annotate", {"embeddings": "x"}, "embeddings: Input should be a valid array"),
+        ("/sql", {"sql": "SELECT 1", "limit": 0}, "limit: Input should be greater than"),
+    ],
+)
+def test_malformed_bodies_are_422_naming_what_is_wrong(server, route, body, named):
+    r = httpx.post(server + route, json=body, headers=_auth())
+    assert r.status_code == 422, r.text
+    assert named in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("route", "body", "named"),
+    [
+        ("/search", {"vectors": [[1.0] * DIM], "columns": ["embedding"]}, "column 'embedding' is"),
+        ("/search", {"vectors": [[1.0] * DIM], "columns": ["nope"]}, "no column 'nope'"),
+        (
+            "/annotate",
+            {"embeddings": [[1.0] * DIM], "label": "embedding"},
+            "label column 'embedding'",
+        ),
+    ],
+)
+def test_a_column_that_cannot_be_returned_is_named(server, route, body, named):
+    r = httpx.post(server + route, json=body, headers=_auth())
+    assert r.status_code == 400, r.text
+    message = r.json()["error"]["message"]
+    assert named in message and "None" not in message
+
+
+def test_sql_rows_python_cannot_hold_are_json(client):
+    """Bytes that are not UTF-8 (in DuckDB's own duckdb_settings() too), NaN inside a list,
+    dates past datetime's range: each answered, none a 500."""
+    out = client.sql(
+        "SELECT '\\xA0\\x41'::BLOB AS b, ['nan'::DOUBLE, 1.5] AS v, "
+        "'infinity'::TIMESTAMP AS t, '-infinity'::DATE AS d, DATE '2020-01-02' AS ok"
+    )
+    b, v, t, d, ok = out["rows"][0]
+    assert (b, v, ok) == ("\\xa0A", [None, 1.5], "2020-01-02")
+    assert "out of range" in t and "out of range" in d
+    assert client.sql("SELECT * FROM duckdb_settings()")["rows"]
+
+
+def test_sql_settings_name_no_server_path(client, store):
+    values = client.sql("SELECT value FROM duckdb_settings()")["rows"]
+    values += client.sql("SELECT current_setting('secret_directory')")["rows"]
+    for (value,) in values:
+        _no_server_path(str(value), store)
+
+
+def test_any_stored_column_can_be_the_label(client):
+    """cell_id as the label is a nearest-cell lookup (it answered 500)."""
+    out = client.annotate(np.eye(DIM)[:1] * 3, k=5, label="cell_id")
+    predicted = out["predictions"][0]["predicted"]
+    assert client.cell(predicted)["cell_id"] == predicted  # a stored cell's id
+
+
+@pytest.fixture(scope="module")
+def capped(store):
+    """The service with a 1 MiB body cap."""
+    proc, url = _serve(store, {"UCEINDEX_TOKEN": TOKEN}, ("--max-upload-mb", "1"))
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+def _chunked(body: bytes, size: int = 64 << 10):
+    """A generator body: httpx sends it chunked, with no Content-Length."""
+    for start in range(0, len(body), size):
+        yield body[start : start + size]
+
+
+def _multipart(fields: dict, payload: bytes) -> tuple[bytes, str]:
+    boundary = "uceindexboundary"
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+        for k, v in fields.items()
+    ]
+    parts.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="q.h5ad"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n".encode()
+        + payload
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+
+
+def test_a_chunked_body_over_the_cap_is_refused_on_every_route(capped, tmp_path):
+    """No Content-Length: the bytes read are counted (issue 13: 2.5 MiB ran against 2 MiB)."""
+    big = json.dumps({"sql": "SELECT 1 -- " + "x" * (3 << 19)}).encode()  # 1.5 MiB
+    vectors = json.dumps({"vectors": [[0.5] * DIM] * 40_000, "k": 1}).encode()
+    embeddings = json.dumps({"embeddings": [[0.5] * DIM] * 40_000}).encode()
+    upload, kind = _multipart({"embedding_key": "emb"}, b"\0" * (3 << 19))
+    for route, body, content_type in (
+        ("/sql", big, "application/json"),
+        ("/search", vectors, "application/json"),
+        ("/annotate", embeddings, "application/json"),
+        ("/match", embeddings, "application/json"),
+        ("/annotate", upload, kind),
+    ):
+        assert len(body) > 1 << 20
+        r = httpx.post(
+            capped + route,
+            content=_chunked(body),
+            headers={**_auth(), "Content-Type": content_type},
+            timeout=60,
+        )
+        assert r.status_code == 413, (route, r.text)
+        assert r.json()["error"] == {
+            "type": "TooLarge",
+            "message": "request body over the limit of 1,048,576 bytes: send less per request",
+        }
+    small = json.dumps({"sql": "SELECT 41 + 1 AS n"}).encode()
+    r = httpx.post(
+        capped + "/sql",
+        content=_chunked(small, 4),
+        headers={**_auth(), "Content-Type": "application/json"},
+        timeout=60,
+    )
+    assert r.status_code == 200 and r.json()["rows"] == [[42]]  # a chunked body under the cap
+    path = _h5ad(tmp_path / "query.h5ad", 20, seed=4)
+    upload, kind = _multipart({"embedding_key": "emb", "k": "5"}, path.read_bytes())
+    r = httpx.post(
+        capped + "/annotate",
+        content=_chunked(upload),
+        headers={**_auth(), "Content-Type": kind},
+        timeout=60,
+    )
+    assert r.status_code == 200 and len(r.json()["predictions"]) == 20

@@ -14,8 +14,9 @@ Similarity is cosine (stored cells and queries are unit norm).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -68,12 +69,25 @@ def _query_rows(vectors, dim: int) -> np.ndarray:
     return unit
 
 
+@contextmanager
+def filtering(where: str | None) -> Iterator[None]:
+    """Lance's refusal of `where` as a QueryError that names it and says why in one line:
+    at planning (ValueError: syntax, unknown column) or while it runs (RuntimeError: a
+    regular expression that does not compile, a cast that fails). Without a filter nothing
+    is caught."""
+    try:
+        yield
+    except (ValueError, RuntimeError) as exc:
+        if not where:
+            raise
+        why = " ".join(str(exc).split())[:300]
+        raise QueryError(f"cannot filter cells with {where!r}: {why}") from None
+
+
 def count_cells(table, where: str | None) -> int:
     """Rows of `table` matching `where`; a malformed filter becomes a QueryError."""
-    try:
+    with filtering(where):
         return table.count_rows(where) if where else table.count_rows()
-    except ValueError as exc:
-        raise QueryError(f"cannot filter cells with {where!r}: {str(exc)[:300]}") from None
 
 
 def knn(
@@ -96,12 +110,18 @@ def knn(
     q = _query_rows(vectors, dim)
     if k < 1:
         raise QueryError(f"k must be at least 1, got {k}")
+    if EMBEDDING in columns:
+        raise QueryError(
+            f"column {EMBEDDING!r} is the vector searched, not a column to return per "
+            f"neighbour: choose among {', '.join(c for c in table.schema.names if c != EMBEDDING)}"
+        )
     missing = [c for c in columns if c not in table.schema.names]
     if missing:
         raise QueryError(
             f"the store has no column {missing[0]!r}; it has: {', '.join(table.schema.names)}"
         )
-    columns = [c for c in dict.fromkeys(columns) if c != ID]
+    asked = list(dict.fromkeys(columns))
+    columns = [c for c in asked if c != ID]
     if params is None:
         n_ref = count_cells(table, where) if where else None
         params = search_params(describe_index(table), k, n_reference=n_ref)
@@ -112,7 +132,10 @@ def knn(
         out = _exact(table, q, k, where, columns, progress)
     else:
         out = _indexed(table, q, k, where, columns, params, progress)
-    return Neighbours(*out, params=params)
+    ids, sims, valid, cols = out
+    if ID in asked:  # e.g. the label of an annotation
+        cols[ID] = ids
+    return Neighbours(ids, sims, valid, cols, params=params)
 
 
 def _empty(n: int, k: int, columns):
@@ -137,10 +160,8 @@ def _lance_search(table, q, k, where, select, params: SearchParams, adaptive: bo
         query = query.ef(params.ef)
     if params.refine_factor:
         query = query.refine_factor(params.refine_factor)
-    try:
+    with filtering(where):
         return query.to_arrow()
-    except ValueError as exc:
-        raise QueryError(f"cannot search with filter {where!r}: {str(exc)[:300]}") from None
 
 
 def _indexed(table, q, k, where, columns, params: SearchParams, progress):
@@ -209,12 +230,8 @@ def _exact(table, q, k, where, columns, progress):
     query = table.search().select([ID, *columns, EMBEDDING]).limit(None)
     if where:
         query = query.where(where)
-    try:
-        reader = query.to_batches(SCAN_ROWS)
-    except ValueError as exc:
-        raise QueryError(f"cannot filter cells with {where!r}: {str(exc)[:300]}") from None
     meta, offset = [], 0
-    for batch in reader:
+    for batch in _scan(query, where):
         if batch.num_rows == 0:
             continue
         emb = batch.column(EMBEDDING).flatten().to_numpy().reshape(batch.num_rows, -1)
@@ -248,6 +265,12 @@ def _exact(table, q, k, where, columns, progress):
     return ids, sims, valid, cols
 
 
+def _scan(query, where: str | None):
+    """The batches of a Lance scan, streamed; its filter's errors as QueryErrors."""
+    with filtering(where):
+        yield from query.to_batches(SCAN_ROWS)
+
+
 def sample_cells(table, n: int, *, where: str | None = None, seed: int = 0):
     """Up to n stored cells drawn without replacement (seeded) among those matching `where`:
     (cell ids (m,) object, embeddings (m, D) float32). Reads row ids, then only those rows."""
@@ -263,10 +286,8 @@ def sample_rows(table, n: int, *, where: str | None = None, seed: int = 0, colum
     rows = table.search().with_row_id(True).select([ID]).limit(None)
     if where:
         rows = rows.where(where)
-    try:
+    with filtering(where):
         row_ids = rows.to_arrow().column("_rowid").to_numpy()
-    except ValueError as exc:
-        raise QueryError(f"cannot filter cells with {where!r}: {str(exc)[:300]}") from None
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(row_ids, size=min(n, len(row_ids)), replace=False))
     wanted = [ID, EMBEDDING, *(c for c in columns if c not in (ID, EMBEDDING))]

@@ -17,6 +17,7 @@ import pandas as pd
 
 from uceindex.errors import QueryError, StoreError
 from uceindex.io.genes import EXTERNAL, GeneFilter, gene_filter_of
+from uceindex.store.schema import EMBEDDING
 from uceindex.store.store import Store
 
 LABEL = "cell_type"  # default label column
@@ -25,8 +26,9 @@ Progress = Callable[..., None]  # progress(done, total, label)
 
 
 def check_label(store: Store, label: str) -> None:
-    """QueryError naming the store's obs columns when `label` is not one of them."""
-    if label not in store.cells.schema.names:
+    """QueryError naming the store's obs columns when `label` is not one of them (or is the
+    embedding)."""
+    if label not in store.cells.schema.names or label == EMBEDDING:
         have = store.obs_columns()
         raise QueryError(
             f"the store has no label column {label!r}; its cells have: "

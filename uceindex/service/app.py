@@ -11,16 +11,16 @@ import ipaddress
 import threading
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI
 
 from uceindex import __version__
 from uceindex.errors import InsecureBindError
 from uceindex.search import prewarm_index
 from uceindex.service import routes, web_routes
 from uceindex.service.deps import StoreView, check_token
-from uceindex.service.errors import add_handlers, error_response
+from uceindex.service.errors import add_handlers
 from uceindex.service.jobs import Jobs
-from uceindex.service.limits import JOB_TTL_S, Limits
+from uceindex.service.limits import JOB_TTL_S, BodyCap, Limits
 
 TOKEN_ENV = "UCEINDEX_TOKEN"  # where `uceindex serve` takes the token from
 
@@ -53,11 +53,13 @@ def create_app(
     storage_options: dict | None = None,
     prewarm: bool = False,
     job_ttl_s: float = JOB_TTL_S,
+    show_paths: bool = False,
 ) -> FastAPI:
     """The app for one store (`storage_options` as `Store.open` takes them). `token` None
     means no authentication (loopback use). prewarm: load the vector index into memory
     before the first request (`prewarm_index`), for stores on object storage. Jobs' results
-    are kept `job_ttl_s` seconds."""
+    are kept `job_ttl_s` seconds. `show_paths`: `GET /datasets` and the SQL view `datasets`
+    include each data set's source path on the server (left out by default)."""
     view = StoreView(store_uri, storage_options)
     if prewarm:
         prewarm_index(view.get())
@@ -78,6 +80,7 @@ def create_app(
     app.state.view = view
     app.state.token = token
     app.state.limits = limits
+    app.state.show_paths = show_paths
     app.state.model_dir = model_dir
     app.state.model = None  # loaded on the first upload that needs embedding
     app.state.model_lock = threading.Lock()
@@ -86,16 +89,7 @@ def create_app(
     app.state.past_sql = {}  # (table versions) -> SqlSession of a store read as of a version
     app.state.jobs = jobs
 
-    @app.middleware("http")
-    async def _cap_body(request: Request, call_next):
-        """Refuse a declared body over the limit before reading it (uploads re-check as they stream)."""
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limits.max_upload_bytes:
-            return error_response(
-                413, "TooLarge", f"request body over the limit of {limits.max_upload_bytes:,} bytes"
-            )
-        return await call_next(request)
-
+    app.add_middleware(BodyCap, max_bytes=limits.max_upload_bytes)
     app.include_router(routes.public)
     app.include_router(routes.private, dependencies=[Depends(check_token)])
     app.include_router(web_routes.public)

@@ -20,6 +20,7 @@ from uceindex.service.limits import Limits
 from uceindex.sql import SqlSession
 from uceindex.store import Store
 
+SERVER_PATHS = ("source_path",)  # columns of `datasets` that are paths on the server
 REFRESH_SECONDS = 1.0  # how stale a request's view of the store may be while ingests run
 PAST_KEPT = 8  # stores (and SQL sessions) of past versions kept open for `?as_of=` requests
 
@@ -113,7 +114,12 @@ def sql_session(request: Request, store: StoreDep, limits: LimitsDep) -> SqlSess
             # The old session is not closed here: a request may still be using it.
             state.sql = (
                 versions,
-                SqlSession(store, timeout_s=limits.sql_timeout_s, max_rows=limits.max_rows),
+                SqlSession(
+                    store,
+                    timeout_s=limits.sql_timeout_s,
+                    max_rows=limits.max_rows,
+                    hidden=() if state.show_paths else SERVER_PATHS,
+                ),
             )
         return state.sql[1]
 

@@ -11,6 +11,7 @@ import pandas as pd
 from fastapi import APIRouter, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from uceindex import __version__
@@ -24,23 +25,30 @@ from uceindex.search import match as match_cells
 from uceindex.search.query import known_model
 from uceindex.service import deps, shapes
 from uceindex.service.deps import LimitsDep, SqlDep, StoreDep
-from uceindex.service.errors import NotFound, TooLarge, require
+from uceindex.service.errors import NotFound, require
 from uceindex.store.schema import EMBEDDING
 from uceindex.store.store import sql_string
 
 public = APIRouter()
-private = APIRouter()
+private = APIRouter(responses=shapes.ERRORS)
 
 
 def _plain(value):
-    """JSON-safe: NaN and inf become null."""
+    """JSON-safe, nested values too: NaN and inf become null, bytes text (undecodable bytes
+    as \\xNN)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
     return value
 
 
 def _record(row: dict) -> dict:
-    return {k: _plain(v) for k, v in row.items()}
+    return _plain(row)
 
 
 @public.get("/health", response_model=shapes.Health, tags=["store"])
@@ -55,9 +63,12 @@ def health(store: StoreDep):
 
 
 @private.get("/datasets", response_model=list[shapes.Dataset], tags=["store"])
-def datasets(store: StoreDep):
-    """One entry per ingested file, oldest first."""
+def datasets(request: Request, store: StoreDep):
+    """One entry per ingested file, oldest first; its source path on the server only when
+    the service was started with `--show-paths` (`deps.SERVER_PATHS`)."""
     frame = store.datasets()
+    if not request.app.state.show_paths:
+        frame = frame.drop(columns=list(deps.SERVER_PATHS), errors="ignore")
     return [_record(r) for r in frame.to_dict(orient="records")]
 
 
@@ -196,22 +207,17 @@ async def _upload(request: Request):
 
 async def upload_to(request: Request, path: Path):
     """The multipart upload (field `file`, an .h5ad) saved at `path` and read whole into
-    memory: (AnnData, the form's other fields). Over the upload limit: TooLarge."""
+    memory: (AnnData, the form's other fields). The body cap (limits.BodyCap) counts its bytes."""
     from uceindex.io.h5ad import read_h5ad
 
-    limits = deps.limits(request)
-    form = await request.form()
+    form = await request.form()  # read whole, under the body cap (limits.BodyCap)
     upload = form.get("file")
     require(
         upload is not None and hasattr(upload, "read"),
         "send the .h5ad as multipart form field `file`",
     )
-    size = 0
     with open(path, "wb") as out:
         while chunk := await upload.read(1 << 20):
-            size += len(chunk)
-            if size > limits.max_upload_bytes:
-                raise TooLarge(f"upload over the limit of {limits.max_upload_bytes:,} bytes")
             out.write(chunk)
     try:
         adata = await run_in_threadpool(read_h5ad, path)
@@ -334,7 +340,7 @@ async def annotate(request: Request, store: StoreDep):
             annotate_cells, store, adata, **annotate_form(request, fields, adata)
         )
     else:
-        body = shapes.AnnotateRequest.model_validate(await _json(request))
+        body = await _json(request, shapes.AnnotateRequest)
         check_k(request, body.k, len(body.embeddings))
         frame = await run_in_threadpool(
             annotate_cells,
@@ -380,7 +386,7 @@ async def match(request: Request, store: StoreDep):
             match_cells, store, adata, **match_form(request, fields, adata)
         )
     else:
-        body = shapes.MatchRequest.model_validate(await _json(request))
+        body = await _json(request, shapes.MatchRequest)
         check_k(request, body.k, len(body.embeddings))
         require(
             len(body.query_labels) == len(body.embeddings),
@@ -410,10 +416,9 @@ async def match(request: Request, store: StoreDep):
     return jsonable_encoder({"cells": _rows(result.cells, "cell"), "table": _rows(result.table)})
 
 
-async def _json(request: Request):
+async def _json(request: Request, shape: type[BaseModel]):
+    """The JSON body as `shape`; a body that is not JSON, or not of that shape, is a 422."""
     try:
-        return await request.json()
-    except ValueError:
-        raise RequestValidationError(
-            [{"loc": ("body",), "msg": "the body is not valid JSON", "type": "json"}]
-        ) from None
+        return shape.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from None

@@ -2,7 +2,25 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+
+def _rectangular(rows: list[list[float]]) -> list[list[float]]:
+    widths = sorted({len(row) for row in rows})
+    if len(widths) > 1:
+        shown = ", ".join(map(str, widths[:4])) + (", ..." if len(widths) > 4 else "")
+        raise ValueError(f"every vector must have the same length, got lengths {shown}")
+    return rows
+
+
+# (n, D) vectors as rows: at least one, none empty, all of one length
+Matrix = Annotated[
+    list[Annotated[list[float], Field(min_length=1)]],
+    Field(min_length=1),
+    AfterValidator(_rectangular),
+]
 
 
 class Health(BaseModel):
@@ -36,7 +54,7 @@ class Version(BaseModel):
 
 class SqlRequest(BaseModel):
     sql: str
-    limit: int | None = None
+    limit: int | None = Field(None, ge=1)
 
 
 class SqlResponse(BaseModel):
@@ -47,7 +65,7 @@ class SqlResponse(BaseModel):
 
 
 class SearchRequest(BaseModel):
-    vectors: list[list[float]] | None = None
+    vectors: Matrix | None = None
     cell_ids: list[str] | None = None
     k: int = 50
     where: str | None = None
@@ -69,7 +87,7 @@ class SearchResponse(BaseModel):
 class AnnotateRequest(BaseModel):
     """Embeddings as JSON; to annotate an .h5ad, POST it as multipart form field `file`."""
 
-    embeddings: list[list[float]]
+    embeddings: Matrix
     names: list[str] | None = None
     k: int = 50
     label: str = "cell_type"
@@ -87,7 +105,7 @@ class AnnotateResponse(BaseModel):
 class MatchRequest(BaseModel):
     """Embeddings and their own labels as JSON; or an .h5ad as multipart field `file`."""
 
-    embeddings: list[list[float]]
+    embeddings: Matrix
     query_labels: list[str | None]
     species: str
     against: str
@@ -140,3 +158,26 @@ class JobState(BaseModel):
     ended: float | None
     files: list[str]
     parent: str | None
+
+
+class ErrorDetail(BaseModel):
+    type: str  # QueryError, ValidationError, Unauthorized, NotFound, TooLarge, ...
+    message: str  # one line: what was wrong, and what to do
+
+
+class Error(BaseModel):
+    """The body of every error answer."""
+
+    error: ErrorDetail
+
+
+ERRORS = {  # the error answers of the private routes, documented in the OpenAPI
+    status: {"model": Error, "description": description}
+    for status, description in (
+        (400, "the request cannot be answered as it is (the message says why)"),
+        (401, "missing or wrong bearer token"),
+        (404, "no such cell"),
+        (413, "request body over the limit"),
+        (422, "malformed body: not JSON, a missing field, a value of the wrong type"),
+    )
+}

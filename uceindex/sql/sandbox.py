@@ -35,6 +35,7 @@ SETTINGS = {  # applied at connect, before any view exists
     "autoload_known_extensions": False,
     "allow_community_extensions": False,
     "python_enable_replacements": False,  # no scans of the caller's Python variables
+    "secret_directory": "none",  # not ~/.duckdb/stored_secrets: settings name no server path
 }
 LOCK_DOWN = (  # applied once the views are registered: registering needs neither
     "SET enable_external_access = false",

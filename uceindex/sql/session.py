@@ -49,7 +49,16 @@ class SqlResult:
 
     def rows(self) -> list[tuple]:
         """Rows as tuples of Python values (lists for vectors)."""
-        return list(zip(*(col.to_pylist() for col in self.table.columns)))
+        return list(zip(*(_python_values(col) for col in self.table.columns)))
+
+
+def _python_values(column: pa.ChunkedArray) -> list:
+    """A column as Python values; one holding dates or times that Python's datetime cannot
+    hold (DuckDB's 'infinity'::TIMESTAMP, years past 9999) as Arrow's text for each."""
+    try:
+        return column.to_pylist()
+    except OverflowError:
+        return column.cast(pa.string()).to_pylist()
 
 
 @dataclass
@@ -59,6 +68,15 @@ class Exported:
     rows: int
     truncated: bool
     elapsed_s: float
+
+
+def _view(name: str, dataset, hidden: tuple[str, ...]):
+    """What DuckDB's view `name` reads: the Lance dataset (pinned to the store's version), or
+    for `datasets` with `hidden` columns, an Arrow copy of the others."""
+    keep = [c for c in dataset.schema.names if c not in hidden]
+    if name != "datasets" or len(keep) == len(dataset.schema.names):
+        return dataset
+    return dataset.to_table(columns=keep)
 
 
 class _EngineError(Exception):
@@ -109,6 +127,9 @@ class SqlSession:
     them, and closed with the session; the Lance datasets are read with the same options).
     timeout_s: a statement running longer is interrupted (QueryError); None: no limit.
     max_rows: results stop there (`truncated=True`); None: no limit.
+    hidden: columns of `datasets` left out of its view (the service hides `source_path`, a
+    path on the server); that view is then a copy of the table's other columns, which is
+    small (one row per ingested file).
     Use `with SqlSession(...) as sql:` or call `close()` (idempotent)."""
 
     def __init__(
@@ -120,6 +141,7 @@ class SqlSession:
         memory_limit: str = sandbox.MEMORY_LIMIT,
         threads: int | None = None,
         storage_options: dict | None = None,
+        hidden: tuple[str, ...] = (),
     ):
         self.timeout_s = timeout_s
         self.max_rows = max_rows
@@ -135,7 +157,7 @@ class SqlSession:
             for name in TABLES:
                 table = getattr(self._store, "datasets_table" if name == "datasets" else name)
                 if table is not None:
-                    self._con.register(name, table.to_lance())  # pinned to the store's version
+                    self._con.register(name, _view(name, table.to_lance(), hidden))
                     self._tables.append(name)
             self.dim = self._embedding_dim()
             if self.dim:
