@@ -30,23 +30,31 @@ from uceindex.model.network import UCE, UCEConfig, published_sizes
 from uceindex.model.vocab import SpeciesVocab
 
 
-def load_tensors(
-    path: str | os.PathLike, *, allow: tuple[type, ...] = (), weights_only: bool | None = True
-):
+def load_tensors(path: str | os.PathLike, *, allow: tuple[type, ...] = ()):
     """torch.load on the CPU, memory-mapped when the file is in the zip format (every official
     file is), else read whole (the legacy format cannot be mapped).
 
-    Only tensors and the classes in `allow` are unpickled. `weights_only=None` leaves the
-    choice to torch (weights only, unless the user set TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1).
-    Errors are torch's own: each caller says what the file was."""
+    Only tensors and the classes in `allow` are unpickled, always: weights_only=True is passed
+    explicitly, so TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD cannot lift it and a crafted file is
+    refused rather than run. Errors are torch's own: each caller says what the file was (with
+    `refusal` for one line)."""
     allowed = torch.serialization.safe_globals(list(allow)) if allow else nullcontext()
     with allowed:
         try:
-            return torch.load(path, map_location="cpu", mmap=True, weights_only=weights_only)
+            return torch.load(path, map_location="cpu", mmap=True, weights_only=True)
         except RuntimeError as exc:
             if "mmap" not in str(exc):
                 raise
-            return torch.load(path, map_location="cpu", weights_only=weights_only)
+            return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def refusal(exc: Exception) -> str:
+    """Why torch refused a file, in one line (its unpickler says it after paragraphs of advice)."""
+    text = " ".join(str(exc).split())
+    key = "WeightsUnpickler error:"
+    if key in text:
+        text = text.split(key, 1)[1].split("Check the documentation")[0].split(". Please use")[0]
+    return f"{type(exc).__name__}: {text.strip()[:200]}".rstrip(": ")
 
 
 def _read(path: Path):
@@ -55,7 +63,7 @@ def _read(path: Path):
         return load_tensors(path)
     except Exception as exc:
         raise ModelFilesError(
-            f"cannot read {path.name} ({type(exc).__name__}): download it again"
+            f"cannot read {path.name} ({refusal(exc)}): download it again"
         ) from None
 
 
