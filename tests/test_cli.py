@@ -89,6 +89,29 @@ def test_models_info(tiny_model_dir, tiny_model):
     assert "species: mouse" in text.output and "400 genes" in text.output
 
 
+def test_models_tiny_with_several_species_lets_match_run_offline(tmp_path, small_pbmc):
+    src = tmp_path / "pbmc60.h5ad"
+    small_pbmc.write_h5ad(src)
+    model = tmp_path / "tiny"
+    args = ["models", "tiny", str(model), "--genes-from", str(src)]
+    made = runner.invoke(app, [*args, "--species", "human", "--species", "mouse"])
+    assert made.exit_code == 0 and "for human, mouse" in made.output, made.output
+    info = json.loads(runner.invoke(app, ["models", "info", str(model), "--json"]).stdout)
+    assert info["species"] == {"human": 765, "mouse": 765}
+    store = ["--store", str(tmp_path / "atlas"), "--model-dir", str(model)]
+    ingested = runner.invoke(app, ["ingest", str(src), "--species", "human", *store])
+    assert ingested.exit_code == 0, ingested.output
+    matched = runner.invoke(
+        app,
+        ["match", str(src), "--species", "mouse", "--against", "human", "--label", "cell_type"]
+        + [*store, "--json"],
+    )
+    assert matched.exit_code == 0, matched.output
+    assert json.loads(matched.stdout)["cells"] == 60
+    bad = runner.invoke(app, [*args, "--species", "chicken"])
+    assert bad.exit_code == 2 and "human" in bad.output  # the training species are offered
+
+
 # -- closed choices are checked before anything is read -------------------------------------------
 
 UCE = ["auto", "float32", "bfloat16"]
