@@ -83,9 +83,9 @@ def tiny(
         Path, typer.Option(help="An .h5ad whose var_names become the species' genes.")
     ],
     species: Annotated[
-        list[TrainingSpecies],
-        typer.Option(help="Species to file the genes under; repeat it for several (match)."),
-    ] = [TrainingSpecies.human],
+        Optional[list[TrainingSpecies]],
+        typer.Option(help="Species to file the genes under (default human); repeat for several."),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0,
 ) -> None:
     """Write a small RANDOM model in the official formats, to try the pipeline offline.
@@ -95,7 +95,7 @@ def tiny(
     from uceindex.io.h5ad import read_h5ad
 
     genes = list(read_h5ad(genes_from, backed=True).var_names)
-    names = list(dict.fromkeys(s.value for s in species))
+    names = list(dict.fromkeys(s.value for s in species or [TrainingSpecies.human]))
     write_tiny_model(dir, dict.fromkeys(names, genes), seed=seed)
     console.print(
         f"random tiny model with {len(genes):,} genes for {', '.join(names)} in [bold]{dir}[/bold]"
