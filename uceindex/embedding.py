@@ -338,6 +338,7 @@ def embed(
     adata.uns["uce"] = {
         "model": model.name,
         "fingerprint": model.fingerprint,
+        "vocabulary": model.vocabulary_fingerprint(species),
         "species": species,
         "seed": seed,
         "mode": mode,

@@ -48,7 +48,7 @@ from uceindex.model.numerics import DEFAULT_MODE, DEFAULT_PRECISION
 from uceindex.pipeline import ahead, default_threads
 from uceindex.store import schema as S
 from uceindex.store.store import Store, sql_string
-from uceindex.store.writer import DatasetWriter, settings_json
+from uceindex.store.writer import VOCABULARY, DatasetWriter, settings_json
 from uceindex.vectors import unit_rows
 
 CHUNK_CELLS_UCE = 4096  # cells per commit when the model embeds (minutes of CPU work at most)
@@ -432,12 +432,14 @@ def _plan_uce(
         "min_share": min_share,
         "mode": embedder.mode,
         "precision": embedder.precision,
+        VOCABULARY: model.vocabulary_fingerprint(species),
     }
     record = {
         "n_genes": int(source.matrix.shape[1]),
         "genes_matched": int(match.n_matched_columns),
         "model_name": model.name,
         "model_fingerprint": model.fingerprint,
+        "legacy_fingerprint": model.legacy_fingerprint,
         "embedding_dim": int(model.config.output_dim),
         "embedding_source": "uce",
         "seed": int(seed),
@@ -463,6 +465,9 @@ def _plan_obsm(h5: H5AD, key: str, model, *, chunk_cells: int) -> _Embeddings:
         name, fingerprint = str(uce["model"]), str(uce["fingerprint"])  # `uceindex embed` output
     else:
         name = fingerprint = f"obsm:{key}"
+    made_by = (
+        uce.get(VOCABULARY) if key == "X_uce" and fingerprint == uce.get("fingerprint") else None
+    )
     known = _obs_reasons(h5) if key == "X_uce" else None
     where = f"obsm[{key!r}]"
 
@@ -475,11 +480,14 @@ def _plan_obsm(h5: H5AD, key: str, model, *, chunk_cells: int) -> _Embeddings:
         return emb, reasons
 
     settings = {"chunk_cells": chunk_cells, "embedding_key": key, "gene_filter": EXTERNAL}
+    if made_by:
+        settings[VOCABULARY] = str(made_by)
     record = {
         "n_genes": None,
         "genes_matched": None,
         "model_name": name,
         "model_fingerprint": fingerprint,
+        "legacy_fingerprint": model.legacy_fingerprint if model is not None else None,
         "embedding_dim": int(dim),
         "embedding_source": f"obsm:{key}",
         "seed": int(uce["seed"]) if str(uce.get("seed", "")).isdigit() else None,

@@ -18,6 +18,7 @@ import pandas as pd
 from uceindex.errors import QueryError, StoreError
 from uceindex.io.genes import EXTERNAL, GeneFilter, gene_filter_of
 from uceindex.store.store import Store
+from uceindex.store.writer import legacy_binding, vocabulary_mismatch
 
 LABEL = "cell_type"  # default label column
 
@@ -103,10 +104,14 @@ def query_vectors(
                     f"{info['model_name']} (fingerprint {info['model_fingerprint']}): embed the "
                     "query with the store's model (--model-dir) or use another store"
                 )
+            uce = dict(query.uns.get("uce", {}))
+            mismatch = vocabulary_mismatch(store, str(uce.get("species")), uce.get("vocabulary"))
+            if mismatch is not None:
+                raise QueryError(mismatch)
         vectors, names = np.asarray(query.obsm[embedding_key]), query.obs_names
     else:
         vectors, names = _embed(
-            info, query, species, model_dir, model, device, gene_filter, progress
+            store, info, query, species, model_dir, model, device, gene_filter, progress
         )
         used = gene_filter.value
     vectors = np.asarray(vectors, dtype=np.float32)
@@ -128,7 +133,7 @@ def _known_model(info: dict) -> bool:
     )
 
 
-def _embed(info, adata, species, model_dir, model, device, gene_filter, progress):
+def _embed(store, info, adata, species, model_dir, model, device, gene_filter, progress):
     if not _known_model(info):
         raise QueryError(
             f"the store's embeddings came from {info['model_fingerprint']} (no known model), "
@@ -141,6 +146,9 @@ def _embed(info, adata, species, model_dir, model, device, gene_filter, progress
     from uceindex.model.load import UCEModel
 
     model = model or UCEModel(model_dir)
+    old = legacy_binding(store, model.fingerprint, model.legacy_fingerprint)
+    if old is not None:
+        raise QueryError(old)
     if model.fingerprint != info["model_fingerprint"] or (
         model.config.output_dim != info["embedding_dim"]
     ):
@@ -150,6 +158,9 @@ def _embed(info, adata, species, model_dir, model, device, gene_filter, progress
             f"({model.config.output_dim}-d, fingerprint {model.fingerprint}): pass the store's "
             "model directory with --model-dir"
         )
+    mismatch = vocabulary_mismatch(store, species, model.vocabulary_fingerprint(species))
+    if mismatch is not None:
+        raise QueryError(mismatch)
     step = (lambda done, total: progress(done, total, "embedding")) if progress else None
     vectors = embed(
         adata, species, model=model, device=device, gene_filter=gene_filter, progress=step
