@@ -1,5 +1,6 @@
-"""The model fingerprint covers every file the embeddings depend on; a store refuses cells
-from a model directory whose files differ from those that made it, in one line."""
+"""A store knows its model: the fingerprint covers every file the embeddings depend on, so
+cells from a model directory whose files differ from those that made the store are refused in
+one line; and the store remembers that directory for its queries."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import time
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from cli.main import app
 from tests.conftest import MOUSE_GENES
 from uceindex.errors import QueryError, StoreError
 from uceindex.ingestion import ingest
@@ -18,6 +21,7 @@ from uceindex.model.tiny import write_tiny_model
 from uceindex.search import annotate
 from uceindex.store import Store
 
+runner = CliRunner()
 HUMAN_PT = "protein_embeddings/Homo_sapiens.GRCh38.gene_symbol_to_embedding_ESM2.pt"
 MOUSE_PT = "protein_embeddings/Mus_musculus.GRCm39.gene_symbol_to_embedding_ESM2.pt"
 
@@ -136,3 +140,32 @@ def test_a_store_of_the_old_fingerprint_says_how_to_proceed(tmp_path, model_dir,
     ingest(first, species="human", store=uri, model=old)
     text = _refused(uri, second, model_dir, small_pbmc, "made by an earlier uceindex.*new --store")
     assert UCEModel(model_dir).fingerprint in text and old.legacy_fingerprint in text
+
+
+# -- the store remembers where its model is ------------------------------------------------------
+
+
+def test_query_uses_the_model_directory_the_store_remembers(
+    tmp_path, model_dir, other_model, small_pbmc, monkeypatch
+):
+    first, _ = _files(tmp_path, small_pbmc)
+    uri = tmp_path / "atlas"
+    ingest(first, species="human", store=uri, model_dir=model_dir)
+    with Store.open(uri) as store:
+        assert store.model_dir() == str(model_dir.resolve())
+    monkeypatch.setenv("UCEINDEX_MODEL_DIR", str(other_model))  # the store's own comes first
+    query = small_pbmc[:5].copy()
+    query.obs["organism"] = "Homo sapiens"  # the species, as ingest reads it
+    frame = annotate(uri, query, k=10)
+    assert len(frame) == 5 and frame["predicted"].notna().all()
+    result = runner.invoke(
+        app, ["query", str(first), "--species", "human", "--store", str(uri), "--k", "10"]
+    )
+    assert result.exit_code == 0, result.output  # no --model-dir
+    _swap(model_dir, "all_tokens.torch", other_model / "all_tokens.torch")
+    with pytest.raises(QueryError, match=f"the store's model directory {model_dir.resolve()} now"):
+        annotate(uri, query, k=10)
+    shutil.rmtree(model_dir)
+    gone = runner.invoke(app, ["query", str(first), "--species", "human", "--store", str(uri)])
+    assert gone.exit_code == 1 and "is gone: pass the directory" in gone.output
+    assert "--model-dir" in gone.output and len(gone.output.strip().splitlines()) == 1

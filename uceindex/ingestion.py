@@ -41,7 +41,7 @@ from uceindex.io.genes import (
     require_enough,
     top_unmatched,
 )
-from uceindex.io.obs import ObsColumns, chunk_table, obs_columns
+from uceindex.io.obs import ObsColumns, chunk_table, obs_columns, species_of
 from uceindex.io.stream import H5AD, file_hash
 from uceindex.model.files import TRAINING_SPECIES
 from uceindex.model.numerics import DEFAULT_MODE, DEFAULT_PRECISION
@@ -54,7 +54,6 @@ from uceindex.vectors import unit_rows
 CHUNK_CELLS_UCE = 4096  # cells per commit when the model embeds (minutes of CPU work at most)
 CHUNK_CELLS_OBSM = 16384  # cells per commit for pre-embedded input (~84 MB at 1280-d)
 DATASET_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-ORGANISMS = {"Homo sapiens": "human", "Mus musculus": "mouse"}  # CELLxGENE obs["organism"]
 REASON_NONFINITE = "non-finite values in {where}"
 REASON_ZERO = "zero vector in {where}"
 
@@ -356,16 +355,12 @@ class _Plan:
 
 
 def _infer_species(h5: H5AD) -> str | None:
-    uce = h5.uns_dict("uce") or {}
-    if uce.get("species"):
-        return str(uce["species"])
+    organism = None
     if "organism" in h5.file["obs"]:
         import anndata
 
-        values = pd.Series(anndata.io.read_elem(h5.file["obs"]["organism"])).dropna().unique()
-        if len(values) == 1 and str(values[0]) in ORGANISMS:
-            return ORGANISMS[str(values[0])]
-    return None
+        organism = anndata.io.read_elem(h5.file["obs"]["organism"])
+    return species_of(h5.uns_dict("uce"), organism)
 
 
 def _read(fn, what: str, path: Path):
@@ -440,6 +435,7 @@ def _plan_uce(
         "model_name": model.name,
         "model_fingerprint": model.fingerprint,
         "legacy_fingerprint": model.legacy_fingerprint,
+        "model_dir": str(model.files.root.resolve()),
         "embedding_dim": int(model.config.output_dim),
         "embedding_source": "uce",
         "seed": int(seed),
@@ -488,6 +484,7 @@ def _plan_obsm(h5: H5AD, key: str, model, *, chunk_cells: int) -> _Embeddings:
         "model_name": name,
         "model_fingerprint": fingerprint,
         "legacy_fingerprint": model.legacy_fingerprint if model is not None else None,
+        "model_dir": str(model.files.root.resolve()) if model is not None else None,
         "embedding_dim": int(dim),
         "embedding_source": f"obsm:{key}",
         "seed": int(uce["seed"]) if str(uce.get("seed", "")).isdigit() else None,

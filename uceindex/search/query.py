@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from uceindex.errors import QueryError, StoreError
 from uceindex.io.genes import EXTERNAL, GeneFilter, gene_filter_of
+from uceindex.io.obs import species_of
 from uceindex.store.store import Store
 from uceindex.store.writer import legacy_binding, vocabulary_mismatch
 
@@ -139,22 +141,40 @@ def _embed(store, info, adata, species, model_dir, model, device, gene_filter, p
             f"the store's embeddings came from {info['model_fingerprint']} (no known model), "
             "so query cells cannot be embedded to match them: pass --embedding-key"
         )
+    organism = adata.obs["organism"] if "organism" in adata.obs else None
+    species = species or species_of(dict(adata.uns.get("uce", {})), organism)
     if species is None:
-        raise QueryError("embedding the query needs its species (--species human, mouse, ...)")
+        raise QueryError(
+            "embedding the query needs its species: pass --species (human, mouse, ...) or give "
+            'the cells an obs["organism"] (e.g. Homo sapiens)'
+        )
     # torch only when a query is embedded: a search of stored or given vectors never needs it
     from uceindex.embedding import embed
     from uceindex.model.load import UCEModel
 
-    model = model or UCEModel(model_dir)
+    remembered = None
+    if model is None and model_dir is None and store.model_dir():
+        remembered = store.model_dir()  # where the store's model was when it was made
+        if not Path(remembered).is_dir():
+            raise QueryError(
+                f"the store's model directory {remembered} is gone: pass the directory of its "
+                f"model {info['model_name']} with --model-dir"
+            )
+    model = model or UCEModel(model_dir or remembered)
     old = legacy_binding(store, model.fingerprint, model.legacy_fingerprint)
     if old is not None:
         raise QueryError(old)
     if model.fingerprint != info["model_fingerprint"] or (
         model.config.output_dim != info["embedding_dim"]
     ):
+        given = (
+            f"the store's model directory {remembered} now holds"
+            if remembered
+            else ("the model given is")
+        )
         raise QueryError(
             f"the store holds {info['embedding_dim']}-d embeddings of {info['model_name']} "
-            f"(fingerprint {info['model_fingerprint']}) but the model given is {model.name} "
+            f"(fingerprint {info['model_fingerprint']}) but {given} {model.name} "
             f"({model.config.output_dim}-d, fingerprint {model.fingerprint}): pass the store's "
             "model directory with --model-dir"
         )

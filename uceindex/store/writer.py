@@ -131,6 +131,7 @@ class DatasetWriter:
         self.obs = obs
         self.replace = replace
         self.legacy = self.record.pop("legacy_fingerprint", None)  # names older stores
+        self.model_dir = self.record.pop("model_dir", None)  # remembered by a new store
         self.dataset_id = record["dataset_id"]
         self.dim = int(record["embedding_dim"])
         self.start_chunk = 0
@@ -250,6 +251,8 @@ class DatasetWriter:
                 S.META_FINGERPRINT: rec["model_fingerprint"],
                 S.META_DIM: str(self.dim),
             }
+            if self.model_dir:
+                meta[S.META_MODEL_DIR] = str(self.model_dir)
             fields = list(S.schema(S.CELLS, self.dim))
             fields += [pa.field(n, t) for n, t in self.obs.types.items()]
             try:
