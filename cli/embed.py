@@ -48,12 +48,11 @@ def embed(
 ) -> None:
     """Embed every cell of an .h5ad with UCE; cells that cannot be embedded get a NaN row and a reason."""
     import uceindex
-    from uceindex.io.h5ad import read_h5ad, write_h5ad
 
-    adata = read_h5ad(input)
     with progress_bar("embedding", quiet=json) as update:
-        uceindex.embed(
-            adata,
+        uns = uceindex.embed_file(
+            input,
+            output,
             species,
             model_dir,
             seed=seed,
@@ -65,8 +64,7 @@ def embed(
             gene_filter=gene_filter,
             progress=update,
         )
-    write_h5ad(adata, output)
-    summary = {**dict(adata.uns["uce"]), "output": str(output)}
+    summary = {**uns, "output": str(output)}
     if json:
         print_json(summary)
         return

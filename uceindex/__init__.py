@@ -23,6 +23,7 @@ _EXPORTS = {
     "UceIndexError": "uceindex.errors",
     # the model and embedding cells
     "embed": "uceindex.embedding",
+    "embed_file": "uceindex.embedding",
     "Embedder": "uceindex.embedding",
     "GeneFilter": "uceindex.io.genes",
     "UCEModel": "uceindex.model.load",

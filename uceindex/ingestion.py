@@ -28,20 +28,15 @@ import scipy.sparse as sp
 import uceindex
 from uceindex.errors import InputDataError, StoreError, UceIndexError, UnknownSpeciesError
 from uceindex.io.counts import check_chunk
-from uceindex.io.ensembl import MAPPED_COLUMN, PACKAGE, add_symbols, needs_symbols
 from uceindex.io.genes import (
     EXTERNAL,
     MIN_GENES,
     MIN_MATCHED_SHARE,
     GeneFilter,
-    detected_cells,
     gene_filter_of,
-    keep_detected,
-    match_genes,
-    require_enough,
-    top_unmatched,
 )
 from uceindex.io.obs import ObsColumns, chunk_table, obs_columns, species_of
+from uceindex.io.plan import plan_counts
 from uceindex.io.stream import H5AD, file_hash
 from uceindex.model.files import TRAINING_SPECIES
 from uceindex.model.numerics import DEFAULT_MODE, DEFAULT_PRECISION
@@ -391,30 +386,24 @@ def _plan_uce(
     """The model embeds the file's raw counts: they are found, and its genes matched (and,
     with the reference's gene filter, counted over the whole file first)."""
     model = embedder.model
-    vocab = model.vocab(species)
     source = h5.find_counts(layer)
-    var, mapped = source.var, None
-    if needs_symbols(var):  # Ensembl ids only: map them through GENCODE tables
-        var, mapped = add_symbols(var, species), f"{MAPPED_COLUMN} from Ensembl ids ({PACKAGE})"
-    match = match_genes(var, vocab)
-    require_enough(
-        match,
+
+    def rows(start: int, stop: int):
+        return _read(lambda: source.matrix.rows(start, stop), f"rows {start}-{stop}", h5.path)
+
+    plan = plan_counts(
+        source,
+        rows,
+        model.vocab(species),
         species,
         min_share=min_share,
-        top_unmatched=top_unmatched(source.matrix, match, var.index.to_numpy()),
+        gene_filter=gene_filter,
+        chunk_cells=chunk_cells,
     )
-    if gene_filter is GeneFilter.REFERENCE:
-        n = source.matrix.shape[0]
-        starts = range(0, n, chunk_cells)
-        rows = (
-            _read(lambda s=s: source.matrix.rows(s, min(s + chunk_cells, n)), "counts", h5.path)
-            for s in starts
-        )
-        match = keep_detected(match, detected_cells(rows))
+    match = plan.match
 
     def embed_rows(start: int, stop: int):
-        block = _read(lambda: source.matrix.rows(start, stop), f"rows {start}-{stop}", h5.path)
-        counts = sp.csr_matrix(block, dtype=np.float64)
+        counts = sp.csr_matrix(rows(start, stop), dtype=np.float64)
         check_chunk(counts, source.name)
         return embedder.prepare(counts, match, seed=seed, min_genes=min_genes)
 
@@ -422,7 +411,7 @@ def _plan_uce(
         "chunk_cells": chunk_cells,
         "counts_from": source.name,
         "gene_filter": gene_filter.value,
-        "genes_from": mapped or match.source,
+        "genes_from": plan.genes_from,
         "min_genes": min_genes,
         "min_share": min_share,
         "mode": embedder.mode,
