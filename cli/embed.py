@@ -48,14 +48,13 @@ def embed(
 ) -> None:
     """Embed every cell of an .h5ad with UCE; cells that cannot be embedded get a NaN row and a reason."""
     import uceindex
-    from uceindex.io.h5ad import read_h5ad, write_h5ad
     from uceindex.io.paths import check_output
 
     check_output(output, (".h5ad",), "OUTPUT")  # before minutes of embedding
-    adata = read_h5ad(input)
     with progress_bar("embedding", quiet=json) as update:
-        uceindex.embed(
-            adata,
+        uns = uceindex.embed_file(
+            input,
+            output,
             species,
             model_dir,
             seed=seed,
@@ -67,8 +66,7 @@ def embed(
             gene_filter=gene_filter,
             progress=update,
         )
-    write_h5ad(adata, output)
-    summary = {**dict(adata.uns["uce"]), "output": str(output)}
+    summary = {**uns, "output": str(output)}
     if json:
         print_json(summary)
         return

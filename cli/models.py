@@ -10,10 +10,11 @@ from rich.table import Table
 
 from cli.options import JsonOpt, choices
 from cli.render import console, handle_errors, print_json, progress_bar
-from uceindex.model.files import CHECKPOINTS, DEFAULT_MODEL
+from uceindex.model.files import CHECKPOINTS, DEFAULT_MODEL, TRAINING_SPECIES
 
 app = typer.Typer(help="Fetch and inspect the official UCE model files.", no_args_is_help=True)
 ModelName = choices("ModelName", CHECKPOINTS)
+TrainingSpecies = choices("TrainingSpecies", TRAINING_SPECIES)
 
 ModelDirArg = Annotated[
     Optional[Path],
@@ -72,7 +73,8 @@ def info(model_dir: ModelDirArg = None, json: JsonOpt = False) -> None:
 
 @app.command(
     "tiny",
-    epilog="Example: uceindex models tiny ./tiny-model --genes-from data/pbmc700.h5ad --species human",
+    epilog="Example: uceindex models tiny ./tiny-model --genes-from data/pbmc700.h5ad "
+    "--species human --species mouse",
 )
 @handle_errors
 def tiny(
@@ -80,7 +82,10 @@ def tiny(
     genes_from: Annotated[
         Path, typer.Option(help="An .h5ad whose var_names become the species' genes.")
     ],
-    species: Annotated[str, typer.Option(help="Species to file the genes under.")] = "human",
+    species: Annotated[
+        Optional[list[TrainingSpecies]],
+        typer.Option(help="Species to file the genes under (default human); repeat for several."),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0,
 ) -> None:
     """Write a small RANDOM model in the official formats, to try the pipeline offline.
@@ -90,5 +95,8 @@ def tiny(
     from uceindex.io.h5ad import read_h5ad
 
     genes = list(read_h5ad(genes_from, backed=True).var_names)
-    write_tiny_model(dir, {species: genes}, seed=seed)
-    console.print(f"random tiny model with {len(genes):,} {species} genes in [bold]{dir}[/bold]")
+    names = list(dict.fromkeys(s.value for s in species or [TrainingSpecies.human]))
+    write_tiny_model(dir, dict.fromkeys(names, genes), seed=seed)
+    console.print(
+        f"random tiny model with {len(genes):,} genes for {', '.join(names)} in [bold]{dir}[/bold]"
+    )

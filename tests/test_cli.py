@@ -79,6 +79,58 @@ def test_missing_model_dir(tmp_path):
     assert result.exit_code == 1 and "uceindex models download 4layer" in result.stderr
 
 
+def _same_output(got, want):
+    assert np.array_equal(got.obsm["X_uce"], want.obsm["X_uce"], equal_nan=True)
+    assert got.obs.equals(want.obs) and got.var.equals(want.var)
+    assert (got.X != want.X).nnz == 0
+    assert json.dumps(dict(got.uns["uce"]), default=str, sort_keys=True) == json.dumps(
+        dict(want.uns["uce"]), default=str, sort_keys=True
+    )
+
+
+def test_embed_streams_the_file_and_maps_ensembl_ids_as_ingest_does(
+    tmp_path, tiny_model_dir, tiny_model, small_pbmc, monkeypatch
+):
+    """One reading path: the file is streamed (never read whole), its genes matched as ingest
+    matches them; for a file of symbols the output is what the in-memory embed writes."""
+    import gzip
+
+    import uceindex
+    from uceindex.io import ensembl
+
+    src = tmp_path / "in.h5ad"
+    small_pbmc.write_h5ad(src)
+    want = small_pbmc.copy()
+    uceindex.embed(want, "human", model=tiny_model)
+
+    def whole(*args, **kwargs):
+        raise AssertionError("embed read the whole file")
+
+    monkeypatch.setattr(ad, "read_h5ad", whole)
+    args = ["embed", "--species", "human", "--model-dir", str(tiny_model_dir), "--json"]
+    result = runner.invoke(app, [args[0], str(src), str(tmp_path / "out.h5ad"), *args[1:]])
+    assert result.exit_code == 0, result.output
+    monkeypatch.undo()
+    _same_output(ad.read_h5ad(tmp_path / "out.h5ad"), want)
+
+    # The same cells with Ensembl ids only: mapped through the GENCODE table, same embeddings.
+    ids = [f"ENSG{i:011d}" for i in range(small_pbmc.n_vars)]
+    with gzip.open(tmp_path / "genes_homo_sapiens.csv.gz", "wt") as f:
+        for i, (gene, symbol) in enumerate(zip(ids, small_pbmc.var_names)):
+            f.write(f"{gene},{symbol},{i},1000,protein_coding\n")
+    monkeypatch.setattr(ensembl, "tables_dir", lambda: tmp_path)
+    by_id = small_pbmc.copy()
+    by_id.var_names = ids
+    by_id.write_h5ad(tmp_path / "ids.h5ad")
+    result = runner.invoke(
+        app, [args[0], str(tmp_path / "ids.h5ad"), str(tmp_path / "o2.h5ad"), *args[1:]]
+    )
+    assert result.exit_code == 0, result.output
+    assert "Ensembl ids" in json.loads(result.stdout)["genes"]["symbols_from"]
+    got = ad.read_h5ad(tmp_path / "o2.h5ad")
+    assert np.array_equal(got.obsm["X_uce"], want.obsm["X_uce"], equal_nan=True)
+
+
 def test_models_info(tiny_model_dir, tiny_model):
     result = runner.invoke(app, ["models", "info", str(tiny_model_dir), "--json"])
     assert result.exit_code == 0, result.output
@@ -87,6 +139,29 @@ def test_models_info(tiny_model_dir, tiny_model):
     assert info["sizes"] == "custom"  # not the published 4-layer sizes, whatever the file name
     text = runner.invoke(app, ["models", "info", str(tiny_model_dir)])
     assert "species: mouse" in text.output and "400 genes" in text.output
+
+
+def test_models_tiny_with_several_species_lets_match_run_offline(tmp_path, small_pbmc):
+    src = tmp_path / "pbmc60.h5ad"
+    small_pbmc.write_h5ad(src)
+    model = tmp_path / "tiny"
+    args = ["models", "tiny", str(model), "--genes-from", str(src)]
+    made = runner.invoke(app, [*args, "--species", "human", "--species", "mouse"])
+    assert made.exit_code == 0 and "for human, mouse" in made.output, made.output
+    info = json.loads(runner.invoke(app, ["models", "info", str(model), "--json"]).stdout)
+    assert info["species"] == {"human": 765, "mouse": 765}
+    store = ["--store", str(tmp_path / "atlas"), "--model-dir", str(model)]
+    ingested = runner.invoke(app, ["ingest", str(src), "--species", "human", *store])
+    assert ingested.exit_code == 0, ingested.output
+    matched = runner.invoke(
+        app,
+        ["match", str(src), "--species", "mouse", "--against", "human", "--label", "cell_type"]
+        + [*store, "--json"],
+    )
+    assert matched.exit_code == 0, matched.output
+    assert json.loads(matched.stdout)["cells"] == 60
+    bad = runner.invoke(app, [*args, "--species", "chicken"])
+    assert bad.exit_code == 2 and "human" in bad.output  # the training species are offered
 
 
 # -- closed choices are checked before anything is read -------------------------------------------

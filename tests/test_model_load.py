@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import pickle
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+from tests.conftest import Payload
 from uceindex.errors import ModelFilesError, UnknownSpeciesError
 from uceindex.model.files import ModelFiles
 from uceindex.model.load import UCEModel
@@ -154,16 +156,6 @@ def test_extra_species_from_the_new_species_csv(tmp_path, tiny_model_dir, tiny_m
     assert torch.equal(table[:n], tiny_model.network.pe_embedding.weight)
 
 
-class _Payload:
-    """What a crafted species_offsets.pkl would carry: unpickling it runs a function."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (str(self.marker), "w"))  # creates the marker file when unpickled
-
-
 @pytest.mark.parametrize(
     "content, match",
     [
@@ -179,7 +171,7 @@ def test_species_offsets_run_nothing_and_hold_only_names_and_rows(
 ):
     d = _copy(tiny_model_dir, tmp_path)
     marker = tmp_path / "ran"
-    content = {"human": _Payload(marker)} if content == "payload" else content
+    content = {"human": Payload(marker)} if content == "payload" else content
     (d / "species_offsets.pkl").write_bytes(pickle.dumps(content))
     with pytest.raises(ModelFilesError, match=match) as err:
         UCEModel(d)
@@ -187,3 +179,45 @@ def test_species_offsets_run_nothing_and_hold_only_names_and_rows(
     assert not marker.exists()  # the crafted pickle did not run
     with open(tiny_model_dir / "species_offsets.pkl", "rb") as f:  # the plain pickle of the
         assert isinstance(pickle.load(f), dict)  # tiny model (as the official file) still loads
+
+
+def _add_chicken(d, genes):
+    """A species added beside the official files (as `species add` lists it)."""
+    torch.save(genes, d / "chicken.pt")
+    pd.DataFrame(
+        {"gene_symbol": list(genes), "chromosome": "1", "start": np.arange(len(genes)) * 100}
+    ).to_csv(d / "chicken_chrom.csv", index=False)
+    pd.DataFrame(
+        {
+            "species": ["chicken"],
+            "path": ["chicken.pt"],
+            "chrom_csv": ["chicken_chrom.csv"],
+            "taxonomy_id": [9031],
+        }
+    ).to_csv(d / "new_species_protein_embeddings.csv", index=False)
+
+
+@pytest.mark.parametrize(
+    "name, species",
+    [
+        ("4layer_model.torch", None),
+        ("all_tokens.torch", None),
+        ("protein_embeddings/Homo_sapiens.GRCh38.gene_symbol_to_embedding_ESM2.pt", "human"),
+        ("chicken.pt", "chicken"),
+    ],
+    ids=["checkpoint", "token-table", "protein-embeddings", "added-species"],
+)
+def test_a_crafted_torch_file_is_refused_in_one_line_not_run(
+    tmp_path, tiny_model_dir, monkeypatch, name, species
+):
+    d = _copy(tiny_model_dir, tmp_path)
+    _add_chicken(d, {f"cg{i}": torch.zeros(32) for i in range(3)})
+    marker = tmp_path / "ran"
+    torch.save({"x": Payload(marker)}, d / name)
+    # weights_only=True is explicit, so this variable (which lifts torch's default) cannot lift it
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    with pytest.raises(ModelFilesError, match=f"cannot read {Path(name).name}") as err:
+        model = UCEModel(d)
+        model.vocab(species)
+    assert "\n" not in str(err.value) and "io.open" in str(err.value)
+    assert not marker.exists()

@@ -23,6 +23,7 @@ import torch
 from typer.testing import CliRunner
 
 from cli.main import app
+from tests.conftest import Payload
 from uceindex.errors import InputDataError, ModelFilesError
 from uceindex.model.load import UCEModel
 from uceindex.model.tiny import write_tiny_model
@@ -583,3 +584,27 @@ def test_species_add_resumes_after_an_interruption(tmp_path, model_dir, esm_weig
     assert (
         esm_stats["from_cache"] >= 20 and esm_stats["computed"] == total - esm_stats["from_cache"]
     )
+
+
+def test_crafted_esm_weights_cache_and_embeddings_are_refused_in_one_line_not_run(
+    tmp_path, model_dir, monkeypatch
+):
+    """Every torch file `species` reads is unpickled weights only, whatever the environment."""
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    marker = tmp_path / "ran"
+    crafted = tmp_path / "crafted.pt"
+    torch.save({"model": {"x": Payload(marker)}, "cfg": {}}, crafted)
+    with pytest.raises(ModelFilesError, match="cannot read ESM weights crafted.pt") as err:
+        load_esm(crafted, device="cpu")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    torch.save({"p1": Payload(marker)}, cache / "shard-00000.pt")
+    with pytest.raises(InputDataError, match="ESM cache shard") as err_cache:
+        ProteinCache(cache, {}).load()
+    fasta = tmp_path / "c.fa"
+    _write_chicken_fasta(fasta)
+    result = _add(model_dir, fasta, "--protein-embeddings", str(crafted))
+    assert result.exit_code == 1 and "cannot read crafted.pt" in result.stderr
+    for text in (str(err.value), str(err_cache.value), result.stderr.strip()):
+        assert "\n" not in text and "io.open" in text, text
+    assert not marker.exists()

@@ -206,3 +206,28 @@ def test_a_corrupt_chunk_is_one_clear_error(dataset, tmp_path):
     _spoil_first_chunk(path, dataset)
     with pytest.raises(InputDataError, match="corrupt.h5ad: cannot read .*is the file complete"):
         ingest(path, species="human", store=tmp_path / "atlas", embedding_key="X_emb")
+
+
+def test_counts_in_a_layer_of_another_name_are_suggested(tmp_path):
+    """No counts where uceindex looks, but whole numbers in other layers: they are listed, in
+    one line that says --layer NAME, from the file (ingest) and in memory (embed) alike."""
+    from uceindex.io.counts import find_counts
+
+    a = ad.AnnData(X=_counts(0) / 3, obs=_obs())
+    a.layers["raw_counts"] = _counts(1)
+    a.layers["spliced"] = _counts(2).toarray()
+    a.layers["scaled"] = _counts(3) / 7
+    path = tmp_path / "renamed.h5ad"
+    a.write_h5ad(path)
+    with H5AD(path) as h5, pytest.raises(InputDataError) as from_file:
+        h5.find_counts()
+    with pytest.raises(InputDataError) as in_memory:
+        find_counts(a)
+    for err in (from_file, in_memory):
+        text = str(err.value)
+        assert "\n" not in text and "raw_counts, spliced hold whole numbers" in text
+        assert "--layer NAME (e.g. --layer raw_counts)" in text and "scaled" not in text
+    with H5AD(path) as h5:
+        assert h5.find_counts("raw_counts").name == "layers['raw_counts']"
+        with pytest.raises(InputDataError, match=r"layer\(s\) raw_counts, spliced"):
+            h5.find_counts("scaled")

@@ -24,6 +24,7 @@ _EXPORTS = {
     "StoreDamagedError": "uceindex.errors",
     # the model and embedding cells
     "embed": "uceindex.embedding",
+    "embed_file": "uceindex.embedding",
     "Embedder": "uceindex.embedding",
     "GeneFilter": "uceindex.io.genes",
     "UCEModel": "uceindex.model.load",

@@ -8,28 +8,28 @@ batch size, order, device batching and length buckets never change a result.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import anndata
+import h5py
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
 
+from uceindex.atomic import written_whole
 from uceindex.errors import DeviceMemoryError, InputDataError
 from uceindex.io.counts import check_chunk, find_counts
 from uceindex.io.genes import (
     MIN_GENES,
     GeneFilter,
     GeneMatch,
-    detected_cells,
     gene_filter_of,
-    keep_detected,
-    match_genes,
     qc_reasons,
-    require_enough,
-    top_unmatched,
 )
+from uceindex.io.plan import plan_counts
 from uceindex.model.load import UCEModel
 from uceindex.model.network import UCE
 from uceindex.model.numerics import DEFAULT_MODE, DEFAULT_PRECISION, PRECISIONS
@@ -265,6 +265,57 @@ class Embedder:
         return self.embed_prepared(self.prepare(counts, match, seed=seed, min_genes=min_genes))
 
 
+def _embed_chunks(rows, n, plan, embedder, *, seed, min_genes, threads, progress):
+    """(start, embeddings, reasons) of each chunk of `rows(start, stop)`, in order; threads
+    read and sample the next chunks while the model runs."""
+    if progress:
+        progress(0, n)
+
+    def prepare(start: int) -> tuple[int, Sentences]:
+        chunk = sp.csr_matrix(rows(start, min(start + CHUNK_CELLS, n)), dtype=np.float64)
+        check_chunk(chunk, plan.source.name)
+        return start, embedder.prepare(chunk, plan.match, seed=seed, min_genes=min_genes)
+
+    threads = default_threads() if threads is None else threads
+    for start, sentences in ahead(
+        prepare, range(0, n, CHUNK_CELLS), threads=threads, depth=threads + 1
+    ):
+        emb, why = embedder.embed_prepared(sentences)
+        yield start, emb, why
+        if progress:
+            progress(start + len(emb), n)
+
+
+def _provenance(model, species, plan, embedder, reasons, *, seed, mode, gene_filter, min_genes):
+    """uns["uce"]: the model, the settings and what happened to the cells; refuses a run in
+    which no cell could be embedded."""
+    n = len(reasons)
+    report = EmbedReport(n_cells=n, genes=plan.match.summary())
+    if plan.genes_from != plan.match.source:
+        report.genes["symbols_from"] = plan.genes_from
+    for reason in reasons[reasons != None]:  # noqa: E711
+        report.rejects[reason] = report.rejects.get(reason, 0) + 1
+    report.n_embedded = n - sum(report.rejects.values())
+    if report.n_embedded == 0:
+        raise InputDataError(
+            f"none of the {n} cells could be embedded ({'; '.join(report.rejects)}): "
+            f"check the counts and --min-genes ({min_genes})"
+        )
+    return {
+        "model": model.name,
+        "fingerprint": model.fingerprint,
+        "vocabulary": model.vocabulary_fingerprint(species),
+        "species": species,
+        "seed": seed,
+        "mode": mode,
+        "gene_filter": gene_filter.value,
+        "precision": embedder.precision,
+        "counts_from": plan.source.name,
+        **{k: v for k, v in report.as_dict().items() if k != "reject_reasons"},
+        "reject_reasons": {k: int(v) for k, v in report.rejects.items()},
+    }
+
+
 def embed(
     adata,
     species: str,
@@ -290,61 +341,143 @@ def embed(
     chunks while the model runs; the result does not depend on it. `gene_filter="reference"`
     first drops the genes detected in fewer than 10 cells of `adata` (one extra pass over the
     counts), as the official pipeline does; the default keeps a cell's embedding its own.
+    Genes are matched as `ingest` matches them (Ensembl ids included); `embed_file` does the
+    same for a file, streamed.
     """
     gene_filter = gene_filter_of(gene_filter)
     model = model or UCEModel(model_dir)
-    vocab = model.vocab(species)
     source = find_counts(adata, layer)
-    match = match_genes(source.var, vocab)
-    require_enough(
-        match,
-        species,
-        top_unmatched=top_unmatched(source.matrix, match, source.var.index.to_numpy()),
+
+    def rows(start: int, stop: int):
+        return source.matrix[start:stop]
+
+    vocab = model.vocab(species)
+    plan = plan_counts(
+        source, rows, vocab, species, gene_filter=gene_filter, chunk_cells=CHUNK_CELLS
     )
-    n = adata.n_obs
-    if gene_filter is GeneFilter.REFERENCE:
-        rows = (source.matrix[s : s + CHUNK_CELLS] for s in range(0, n, CHUNK_CELLS))
-        match = keep_detected(match, detected_cells(rows))
     embedder = Embedder(model, device=device, precision=precision, mode=mode)
+    n = adata.n_obs
     out = np.full((n, model.config.output_dim), np.nan, dtype=np.float32)
     reasons = np.full(n, None, dtype=object)
-    if progress:
-        progress(0, n)
-
-    def prepare(start: int) -> tuple[int, Sentences]:
-        chunk = sp.csr_matrix(source.matrix[start : start + CHUNK_CELLS], dtype=np.float64)
-        check_chunk(chunk, source.name)
-        return start, embedder.prepare(chunk, match, seed=seed, min_genes=min_genes)
-
-    threads = default_threads() if threads is None else threads
-    chunks = ahead(prepare, range(0, n, CHUNK_CELLS), threads=threads, depth=threads + 1)
-    for start, sentences in chunks:
-        emb, why = embedder.embed_prepared(sentences)
+    steps = _embed_chunks(
+        rows, n, plan, embedder, seed=seed, min_genes=min_genes, threads=threads, progress=progress
+    )
+    for start, emb, why in steps:
         out[start : start + len(emb)] = emb
         reasons[start : start + len(emb)] = why
-        if progress:
-            progress(start + len(emb), n)
-    report = EmbedReport(n_cells=n, genes=match.summary())
-    for reason in reasons[reasons != None]:  # noqa: E711
-        report.rejects[reason] = report.rejects.get(reason, 0) + 1
-    report.n_embedded = n - sum(report.rejects.values())
-    if report.n_embedded == 0:
-        raise InputDataError(
-            f"none of the {n} cells could be embedded ({'; '.join(report.rejects)}): "
-            f"check the counts and --min-genes ({min_genes})"
-        )
+    uns = _provenance(
+        model,
+        species,
+        plan,
+        embedder,
+        reasons,
+        seed=seed,
+        mode=mode,
+        gene_filter=gene_filter,
+        min_genes=min_genes,
+    )
     adata.obsm["X_uce"] = out
     adata.obs["uce_reject_reason"] = pd.Categorical(reasons)  # NaN where the cell was embedded
-    adata.uns["uce"] = {
-        "model": model.name,
-        "fingerprint": model.fingerprint,
-        "species": species,
-        "seed": seed,
-        "mode": mode,
-        "gene_filter": gene_filter.value,
-        "precision": embedder.precision,
-        "counts_from": source.name,
-        **{k: v for k, v in report.as_dict().items() if k != "reject_reasons"},
-        "reject_reasons": {k: int(v) for k, v in report.rejects.items()},
-    }
+    adata.uns["uce"] = uns
     return out
+
+
+def embed_file(
+    path: str | os.PathLike,
+    output: str | os.PathLike,
+    species: str,
+    model_dir: str | os.PathLike | None = None,
+    *,
+    model: UCEModel | None = None,
+    seed: int = 0,
+    layer: str | None = None,
+    min_genes: int = MIN_GENES,
+    device: str | None = None,
+    precision: str = DEFAULT_PRECISION,
+    mode: str = DEFAULT_MODE,
+    gene_filter: str | GeneFilter = GeneFilter.PER_CELL,
+    threads: int | None = None,
+    progress: Progress | None = None,
+) -> dict:
+    """`embed` for an .h5ad on disk, streamed as `ingest` reads it (memory flat in the cells):
+    `output` is a copy of the file with obsm["X_uce"], obs["uce_reject_reason"] and
+    uns["uce"] added (replaced when present), written whole. Returns uns["uce"]."""
+    from uceindex.io.stream import H5AD
+
+    gene_filter = gene_filter_of(gene_filter)
+    model = model or UCEModel(model_dir)
+    with H5AD(path) as h5:
+        source = h5.find_counts(layer)
+        rows = source.matrix.rows
+        vocab = model.vocab(species)
+        plan = plan_counts(
+            source, rows, vocab, species, gene_filter=gene_filter, chunk_cells=CHUNK_CELLS
+        )
+        embedder = Embedder(model, device=device, precision=precision, mode=mode)
+        n = h5.n_obs
+        reasons = np.full(n, None, dtype=object)
+        with written_whole(output) as scratch:
+            shutil.copyfile(path, scratch)
+            with h5py.File(scratch, "r+") as out:
+                vectors = _new_array(out, "obsm", "X_uce", (n, model.config.output_dim))
+                steps = _embed_chunks(
+                    rows,
+                    n,
+                    plan,
+                    embedder,
+                    seed=seed,
+                    min_genes=min_genes,
+                    threads=threads,
+                    progress=progress,
+                )
+                for start, emb, why in steps:
+                    vectors[start : start + len(emb)] = emb
+                    reasons[start : start + len(emb)] = why
+                uns = _provenance(
+                    model,
+                    species,
+                    plan,
+                    embedder,
+                    reasons,
+                    seed=seed,
+                    mode=mode,
+                    gene_filter=gene_filter,
+                    min_genes=min_genes,
+                )
+                _write_obs_column(out, "uce_reject_reason", pd.Categorical(reasons))
+                _replace(out, "uns", "uce", uns)
+    return uns
+
+
+def _group(out, name: str):
+    """The file's `name` group (obsm, uns), created as anndata encodes a dict when absent."""
+    if name not in out:
+        anndata.io.write_elem(out, name, {})
+    return out[name]
+
+
+def _replace(out, group: str, key: str, value) -> None:
+    node = _group(out, group)
+    if key in node:
+        del node[key]
+    anndata.io.write_elem(node, key, value)
+
+
+def _new_array(out, group: str, key: str, shape: tuple[int, int]):
+    """An empty float32 array (NaN) encoded as anndata's, to fill a chunk at a time."""
+    node = _group(out, group)
+    if key in node:
+        del node[key]
+    array = node.create_dataset(key, shape=shape, dtype="float32", fillvalue=np.nan)
+    array.attrs["encoding-type"], array.attrs["encoding-version"] = "array", "0.2.0"
+    return array
+
+
+def _write_obs_column(out, name: str, values) -> None:
+    """obs[name] replaced or appended, its place in obs' column order kept."""
+    _replace(out, "obs", name, values)
+    order = [
+        c.decode() if isinstance(c, bytes) else str(c) for c in out["obs"].attrs["column-order"]
+    ]
+    if name not in order:
+        out["obs"].attrs["column-order"] = np.array(order + [name], dtype=object)

@@ -28,20 +28,15 @@ import scipy.sparse as sp
 import uceindex
 from uceindex.errors import InputDataError, StoreError, UceIndexError, UnknownSpeciesError
 from uceindex.io.counts import check_chunk
-from uceindex.io.ensembl import MAPPED_COLUMN, PACKAGE, add_symbols, needs_symbols
 from uceindex.io.genes import (
     EXTERNAL,
     MIN_GENES,
     MIN_MATCHED_SHARE,
     GeneFilter,
-    detected_cells,
     gene_filter_of,
-    keep_detected,
-    match_genes,
-    require_enough,
-    top_unmatched,
 )
-from uceindex.io.obs import STRING, ObsColumns, chunk_table, obs_columns
+from uceindex.io.obs import STRING, ObsColumns, chunk_table, obs_columns, species_of
+from uceindex.io.plan import plan_counts
 from uceindex.io.stream import H5AD, file_hash
 from uceindex.model.files import TRAINING_SPECIES
 from uceindex.model.numerics import DEFAULT_MODE, DEFAULT_PRECISION
@@ -51,13 +46,12 @@ from uceindex.store import schema as S
 from uceindex.store.labels import label_report
 from uceindex.store.lock import ingest_lock
 from uceindex.store.store import Store
-from uceindex.store.writer import DatasetWriter, settings_json
+from uceindex.store.writer import VOCABULARY, DatasetWriter, settings_json
 from uceindex.vectors import unit_rows
 
 CHUNK_CELLS_UCE = 4096  # cells per commit when the model embeds (minutes of CPU work at most)
 CHUNK_CELLS_OBSM = 16384  # cells per commit for pre-embedded input (~84 MB at 1280-d)
 DATASET_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-ORGANISMS = {"Homo sapiens": "human", "Mus musculus": "mouse"}  # CELLxGENE obs["organism"]
 REASON_NONFINITE = "non-finite values in {where}"
 REASON_ZERO = "zero vector in {where}"
 
@@ -419,16 +413,12 @@ class _Plan:
 
 
 def _infer_species(h5: H5AD) -> str | None:
-    uce = h5.uns_dict("uce") or {}
-    if uce.get("species"):
-        return str(uce["species"])
+    organism = None
     if "organism" in h5.file["obs"]:
         import anndata
 
-        values = pd.Series(anndata.io.read_elem(h5.file["obs"]["organism"])).dropna().unique()
-        if len(values) == 1 and str(values[0]) in ORGANISMS:
-            return ORGANISMS[str(values[0])]
-    return None
+        organism = anndata.io.read_elem(h5.file["obs"]["organism"])
+    return species_of(h5.uns_dict("uce"), organism)
 
 
 def _read(fn, what: str, path: Path):
@@ -459,30 +449,24 @@ def _plan_uce(
     """The model embeds the file's raw counts: they are found, and its genes matched (and,
     with the reference's gene filter, counted over the whole file first)."""
     model = embedder.model
-    vocab = model.vocab(species)
     source = h5.find_counts(layer)
-    var, mapped = source.var, None
-    if needs_symbols(var):  # Ensembl ids only: map them through GENCODE tables
-        var, mapped = add_symbols(var, species), f"{MAPPED_COLUMN} from Ensembl ids ({PACKAGE})"
-    match = match_genes(var, vocab)
-    require_enough(
-        match,
+
+    def rows(start: int, stop: int):
+        return _read(lambda: source.matrix.rows(start, stop), f"rows {start}-{stop}", h5.path)
+
+    plan = plan_counts(
+        source,
+        rows,
+        model.vocab(species),
         species,
         min_share=min_share,
-        top_unmatched=top_unmatched(source.matrix, match, var.index.to_numpy()),
+        gene_filter=gene_filter,
+        chunk_cells=chunk_cells,
     )
-    if gene_filter is GeneFilter.REFERENCE:
-        n = source.matrix.shape[0]
-        starts = range(0, n, chunk_cells)
-        rows = (
-            _read(lambda s=s: source.matrix.rows(s, min(s + chunk_cells, n)), "counts", h5.path)
-            for s in starts
-        )
-        match = keep_detected(match, detected_cells(rows))
+    match = plan.match
 
     def embed_rows(start: int, stop: int):
-        block = _read(lambda: source.matrix.rows(start, stop), f"rows {start}-{stop}", h5.path)
-        counts = sp.csr_matrix(block, dtype=np.float64)
+        counts = sp.csr_matrix(rows(start, stop), dtype=np.float64)
         check_chunk(counts, source.name)
         return embedder.prepare(counts, match, seed=seed, min_genes=min_genes)
 
@@ -490,17 +474,20 @@ def _plan_uce(
         "chunk_cells": chunk_cells,
         "counts_from": source.name,
         "gene_filter": gene_filter.value,
-        "genes_from": mapped or match.source,
+        "genes_from": plan.genes_from,
         "min_genes": min_genes,
         "min_share": min_share,
         "mode": embedder.mode,
         "precision": embedder.precision,
+        VOCABULARY: model.vocabulary_fingerprint(species),
     }
     record = {
         "n_genes": int(source.matrix.shape[1]),
         "genes_matched": int(match.n_matched_columns),
         "model_name": model.name,
         "model_fingerprint": model.fingerprint,
+        "legacy_fingerprint": model.legacy_fingerprint,
+        "model_dir": str(model.files.root.resolve()),
         "embedding_dim": int(model.config.output_dim),
         "embedding_source": "uce",
         "seed": int(seed),
@@ -526,6 +513,9 @@ def _plan_obsm(h5: H5AD, key: str, model, *, chunk_cells: int) -> _Embeddings:
         name, fingerprint = str(uce["model"]), str(uce["fingerprint"])  # `uceindex embed` output
     else:
         name = fingerprint = f"obsm:{key}"
+    made_by = (
+        uce.get(VOCABULARY) if key == "X_uce" and fingerprint == uce.get("fingerprint") else None
+    )
     known = _obs_reasons(h5) if key == "X_uce" else None
     where = f"obsm[{key!r}]"
 
@@ -538,11 +528,15 @@ def _plan_obsm(h5: H5AD, key: str, model, *, chunk_cells: int) -> _Embeddings:
         return emb, reasons
 
     settings = {"chunk_cells": chunk_cells, "embedding_key": key, "gene_filter": EXTERNAL}
+    if made_by:
+        settings[VOCABULARY] = str(made_by)
     record = {
         "n_genes": None,
         "genes_matched": None,
         "model_name": name,
         "model_fingerprint": fingerprint,
+        "legacy_fingerprint": model.legacy_fingerprint if model is not None else None,
+        "model_dir": str(model.files.root.resolve()) if model is not None else None,
         "embedding_dim": int(dim),
         "embedding_source": f"obsm:{key}",
         "seed": int(uce["seed"]) if str(uce.get("seed", "")).isdigit() else None,

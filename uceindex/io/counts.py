@@ -6,6 +6,7 @@ another distribution (the reference even truncates them to int64), so they are r
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,11 +85,35 @@ def find_counts(adata, layer: str | None = None) -> CountsSource:
         if problem is None:
             return source
         problems.append(problem)
+    others = [name for name in adata.layers if name != (layer or "counts")]
+    raise no_counts(problems, layer, integer_layers(others, adata.layers.__getitem__))
+
+
+def integer_layers(names: list[str], open_layer: Callable[[str], object]) -> list[str]:
+    """Those of the layers `names` whose sampled values are whole non-negative numbers: where
+    the counts are when they are not where uceindex looks."""
+    found = []
+    for name in names:
+        try:
+            values = sample_values(open_layer(name))
+            if values.size and check_values(values, name) is None:
+                found.append(name)
+        except Exception:  # a layer that cannot be read or holds NaN holds no counts
+            continue
+    return found
+
+
+def no_counts(problems: list[str], layer: str | None, integer: list[str]) -> InputDataError:
+    """The one-line refusal when no counts were found, naming the integer layers if any."""
     looked = "X, layers['counts'] and raw.X" if layer is None else f"layers[{layer!r}]"
-    raise InputDataError(
-        f"no raw counts found ({'; '.join(problems)}); UCE needs raw UMI counts in {looked}: "
-        "store them there (e.g. adata.layers['counts']) and try again"
-    )
+    text = f"no raw counts found ({'; '.join(problems)}); UCE needs raw UMI counts in {looked}"
+    if integer:
+        names = ", ".join(integer)
+        return InputDataError(
+            f"{text}; the layer(s) {names} hold whole numbers: pass --layer NAME "
+            f"(e.g. --layer {integer[0]}) if they are the counts"
+        )
+    return InputDataError(f"{text}: store them there (e.g. adata.layers['counts']) and try again")
 
 
 def check_chunk(chunk: sp.csr_matrix, where: str) -> None:

@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 STRING, BOOL, INT, FLOAT = pa.string(), pa.bool_(), pa.int64(), pa.float64()
 OBS_TYPES = (STRING, BOOL, INT, FLOAT)
 RENAMED_PREFIX = "obs_"  # for obs columns named like a core column
+ORGANISMS = {"Homo sapiens": "human", "Mus musculus": "mouse"}  # CELLxGENE obs["organism"]
 
 
 def type_of_series(series: pd.Series) -> tuple[pa.DataType, str | None]:
@@ -140,3 +141,15 @@ def chunk_table(frame: pd.DataFrame, cols: ObsColumns, types: dict[str, pa.DataT
         target = types.get(name, cols.types[name])
         out[name] = array if array.type == target else pc.cast(array, target)
     return out
+
+
+def species_of(uce: dict | None, organism) -> str | None:
+    """The species of a file's cells when it says: `uceindex embed`'s uns["uce"]["species"],
+    else one CELLxGENE obs["organism"] for every cell (`organism`: those values, or None)."""
+    if uce and uce.get("species"):
+        return str(uce["species"])
+    if organism is not None:
+        values = pd.Series(organism).dropna().unique()
+        if len(values) == 1 and str(values[0]) in ORGANISMS:
+            return ORGANISMS[str(values[0])]
+    return None

@@ -24,7 +24,13 @@ import scipy.sparse as sp
 from anndata.experimental import read_dispatched
 
 from uceindex.errors import InputDataError
-from uceindex.io.counts import CountsSource, check_values, sample_values
+from uceindex.io.counts import (
+    CountsSource,
+    check_values,
+    integer_layers,
+    no_counts,
+    sample_values,
+)
 from uceindex.io.obs import BOOL, FLOAT, INT, STRING, ObsColumns, type_of_series
 
 HASH_BLOCK = 16 << 20  # bytes read at a time when hashing a file
@@ -238,10 +244,9 @@ class H5AD:
                     )
                 return CountsSource(name, matrix, var)
             problems.append(problem)
-        looked = "X, layers['counts'] and raw.X" if layer is None else f"layers[{layer!r}]"
-        raise InputDataError(
-            f"no raw counts found ({'; '.join(problems)}); UCE needs raw UMI counts in {looked}: "
-            "store them there (e.g. adata.layers['counts']) and try again"
+        others = [name for name in self.layers() if name != (layer or "counts")]
+        raise no_counts(
+            problems, layer, integer_layers(others, lambda n: self.matrix(f"layers/{n}"))
         )
 
     def obsm(self, key: str) -> RowMatrix:

@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 
 from uceindex.errors import ModelFilesError, UnknownSpeciesError
+from uceindex.model.digest import file_digest
 from uceindex.model.files import (
     NEW_SPECIES_CSV,
     SETTINGS_FILE,
@@ -30,23 +31,31 @@ from uceindex.model.network import UCE, UCEConfig, published_sizes
 from uceindex.model.vocab import SpeciesVocab
 
 
-def load_tensors(
-    path: str | os.PathLike, *, allow: tuple[type, ...] = (), weights_only: bool | None = True
-):
+def load_tensors(path: str | os.PathLike, *, allow: tuple[type, ...] = ()):
     """torch.load on the CPU, memory-mapped when the file is in the zip format (every official
     file is), else read whole (the legacy format cannot be mapped).
 
-    Only tensors and the classes in `allow` are unpickled. `weights_only=None` leaves the
-    choice to torch (weights only, unless the user set TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1).
-    Errors are torch's own: each caller says what the file was."""
+    Only tensors and the classes in `allow` are unpickled, always: weights_only=True is passed
+    explicitly, so TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD cannot lift it and a crafted file is
+    refused rather than run. Errors are torch's own: each caller says what the file was (with
+    `refusal` for one line)."""
     allowed = torch.serialization.safe_globals(list(allow)) if allow else nullcontext()
     with allowed:
         try:
-            return torch.load(path, map_location="cpu", mmap=True, weights_only=weights_only)
+            return torch.load(path, map_location="cpu", mmap=True, weights_only=True)
         except RuntimeError as exc:
             if "mmap" not in str(exc):
                 raise
-            return torch.load(path, map_location="cpu", weights_only=weights_only)
+            return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def refusal(exc: Exception) -> str:
+    """Why torch refused a file, in one line (its unpickler says it after paragraphs of advice)."""
+    text = " ".join(str(exc).split())
+    key = "WeightsUnpickler error:"
+    if key in text:
+        text = text.split(key, 1)[1].split("Check the documentation")[0].split(". Please use")[0]
+    return f"{type(exc).__name__}: {text.strip()[:200]}".rstrip(": ")
 
 
 def _read(path: Path):
@@ -55,7 +64,7 @@ def _read(path: Path):
         return load_tensors(path)
     except Exception as exc:
         raise ModelFilesError(
-            f"cannot read {path.name} ({type(exc).__name__}): download it again"
+            f"cannot read {path.name} ({refusal(exc)}): download it again"
         ) from None
 
 
@@ -64,11 +73,9 @@ def _upper_keys(embeddings: dict) -> list[str]:
     return list(dict.fromkeys(str(k).upper() for k in embeddings))
 
 
-def fingerprint(state: dict[str, torch.Tensor]) -> str:
-    """Content hash of a state dict: names, shapes and a strided sample of every tensor.
-
-    Reading a sample keeps it fast on a multi-GB checkpoint; any retrained or different
-    checkpoint changes it."""
+def legacy_fingerprint(state: dict[str, torch.Tensor]) -> str:
+    """The fingerprint earlier uceindex versions bound stores to: names, shapes and a strided
+    sample of every tensor of the checkpoint, nothing else. Kept only to recognise them."""
     h = hashlib.sha256()
     for key in sorted(state):
         t = state[key]
@@ -77,6 +84,29 @@ def fingerprint(state: dict[str, torch.Tensor]) -> str:
         h.update(key.encode())
         h.update(str(tuple(t.shape)).encode())
         h.update(flat[::step][:256].to(torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def fingerprint(files: ModelFiles, nhead: int) -> str:
+    """What every species' embeddings depend on: the bytes of the checkpoint, the token table,
+    the chromosome table and the species offsets, and the head count. Each file is hashed
+    whole once per version of it (`digest.file_digest`), so a check costs a few stats."""
+    h = hashlib.sha256(f"uceindex-model-v2 nhead={nhead}".encode())
+    for path in (files.checkpoint, files.tokens, files.species_chrom, files.offsets):
+        h.update(f"{path.name}={file_digest(path)};".encode())
+    return h.hexdigest()[:16]
+
+
+def vocabulary_fingerprint(vocab: SpeciesVocab, tokens: torch.Tensor | None = None) -> str:
+    """What one species adds to the model fingerprint: its genes in token order, their token
+    and chromosome rows and starts (read off its protein-embedding file, the offsets and the
+    chromosome table), and, for an added species, the values of its own token rows."""
+    h = hashlib.sha256(vocab.name.encode())
+    h.update("\0".join(map(str, vocab.symbols)).encode())
+    for array in (vocab.token_rows, vocab.chrom_rows, vocab.starts):
+        h.update(np.ascontiguousarray(array, dtype=np.int64).tobytes())
+    if tokens is not None:
+        h.update(tokens.detach().to(torch.float32).contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
 
 
@@ -91,8 +121,10 @@ class UCEModel:
             raise ModelFilesError(
                 f"{self.files.checkpoint.name} is not a state dict: download it again"
             )
-        self.fingerprint = fingerprint(state)
-        self.network = UCE.from_state_dict(state, nhead=int(settings.get("nhead", 20)))
+        nhead = int(settings.get("nhead", 20))
+        self.fingerprint = fingerprint(self.files, nhead)
+        self.legacy_fingerprint = legacy_fingerprint(state)
+        self.network = UCE.from_state_dict(state, nhead=nhead)
         self.config: UCEConfig = self.network.config
         tokens = _read(self.files.tokens)
         self.chrom_token_offset = int(tokens.shape[0])  # first chromosome row
@@ -112,6 +144,7 @@ class UCEModel:
         self._offsets = read_offsets(self.files.offsets)
         self._extra = self._register_extra_species()
         self._vocabs: dict[str, SpeciesVocab] = {}
+        self._vocab_fingerprints: dict[str, str] = {}
 
     @property
     def name(self) -> str:
@@ -158,6 +191,19 @@ class UCEModel:
                     "(add one with `uceindex species add`)"
                 )
         return self._vocabs[species]
+
+    def vocabulary_fingerprint(self, species: str) -> str:
+        """The fingerprint of `species`' vocabulary (`vocabulary_fingerprint`); data sets of a
+        store record it, so that a swapped protein-embedding file is refused."""
+        if species not in self._vocab_fingerprints:
+            vocab = self.vocab(species)
+            tokens = None
+            if species in self._extra:  # its token rows are its own file's, not the checkpoint's
+                weight = self.network.pe_embedding.weight
+                rows = np.unique(np.concatenate([vocab.token_rows, vocab.chrom_rows]))
+                tokens = weight[torch.from_numpy(rows)]
+            self._vocab_fingerprints[species] = vocabulary_fingerprint(vocab, tokens)
+        return self._vocab_fingerprints[species]
 
     def _official_vocab(self, species: str) -> SpeciesVocab:
         path = self.files.protein_embeddings / protein_embedding_file(species)

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from uceindex.errors import QueryError, StoreError
 from uceindex.io.genes import EXTERNAL, GeneFilter, gene_filter_of
+from uceindex.io.obs import species_of
 from uceindex.store.schema import EMBEDDING
 from uceindex.store.store import Store
+from uceindex.store.writer import legacy_binding, vocabulary_mismatch
 
 LABEL = "cell_type"  # default label column
 
@@ -105,10 +108,14 @@ def query_vectors(
                     f"{info['model_name']} (fingerprint {info['model_fingerprint']}): embed the "
                     "query with the store's model (--model-dir) or use another store"
                 )
+            uce = dict(query.uns.get("uce", {}))
+            mismatch = vocabulary_mismatch(store, str(uce.get("species")), uce.get("vocabulary"))
+            if mismatch is not None:
+                raise QueryError(mismatch)
         vectors, names = np.asarray(query.obsm[embedding_key]), query.obs_names
     else:
         vectors, names = _embed(
-            info, query, species, model_dir, model, device, gene_filter, progress
+            store, info, query, species, model_dir, model, device, gene_filter, progress
         )
         used = gene_filter.value
     vectors = np.asarray(vectors, dtype=np.float32)
@@ -130,28 +137,52 @@ def known_model(info: dict) -> bool:
     )
 
 
-def _embed(info, adata, species, model_dir, model, device, gene_filter, progress):
+def _embed(store, info, adata, species, model_dir, model, device, gene_filter, progress):
     if not known_model(info):
         raise QueryError(
             f"the store's embeddings came from {info['model_fingerprint']} (no known model), "
             "so query cells cannot be embedded to match them: pass --embedding-key"
         )
+    organism = adata.obs["organism"] if "organism" in adata.obs else None
+    species = species or species_of(dict(adata.uns.get("uce", {})), organism)
     if species is None:
-        raise QueryError("embedding the query needs its species (--species human, mouse, ...)")
+        raise QueryError(
+            "embedding the query needs its species: pass --species (human, mouse, ...) or give "
+            'the cells an obs["organism"] (e.g. Homo sapiens)'
+        )
     # torch only when a query is embedded: a search of stored or given vectors never needs it
     from uceindex.embedding import embed
     from uceindex.model.load import UCEModel
 
-    model = model or UCEModel(model_dir)
+    remembered = None
+    if model is None and model_dir is None and store.model_dir():
+        remembered = store.model_dir()  # where the store's model was when it was made
+        if not Path(remembered).is_dir():
+            raise QueryError(
+                f"the store's model directory {remembered} is gone: pass the directory of its "
+                f"model {info['model_name']} with --model-dir"
+            )
+    model = model or UCEModel(model_dir or remembered)
+    old = legacy_binding(store, model.fingerprint, model.legacy_fingerprint)
+    if old is not None:
+        raise QueryError(old)
     if model.fingerprint != info["model_fingerprint"] or (
         model.config.output_dim != info["embedding_dim"]
     ):
+        given = (
+            f"the store's model directory {remembered} now holds"
+            if remembered
+            else ("the model given is")
+        )
         raise QueryError(
             f"the store holds {info['embedding_dim']}-d embeddings of {info['model_name']} "
-            f"(fingerprint {info['model_fingerprint']}) but the model given is {model.name} "
+            f"(fingerprint {info['model_fingerprint']}) but {given} {model.name} "
             f"({model.config.output_dim}-d, fingerprint {model.fingerprint}): pass the store's "
             "model directory with --model-dir"
         )
+    mismatch = vocabulary_mismatch(store, species, model.vocabulary_fingerprint(species))
+    if mismatch is not None:
+        raise QueryError(mismatch)
     step = (lambda done, total: progress(done, total, "embedding")) if progress else None
     vectors = embed(
         adata, species, model=model, device=device, gene_filter=gene_filter, progress=step

@@ -28,7 +28,7 @@ import torch
 
 from uceindex.atomic import written_whole
 from uceindex.errors import InputDataError, ModelFilesError
-from uceindex.model.load import load_tensors
+from uceindex.model.load import load_tensors, refusal
 from uceindex.species.esm_numerics import DEFAULT_PRECISION, PRECISIONS, TOKENS_PER_BATCH
 
 MAX_RESIDUES = 1022  # ESM-2's context (1024 positions) less BOS and EOS
@@ -54,27 +54,15 @@ class EsmStats:
         return asdict(self)
 
 
-def _first_line(exc: Exception) -> str:
-    """What went wrong, in one line (torch's unpickler says it after its advice)."""
-    text = " ".join(str(exc).split())
-    key = "WeightsUnpickler error:"
-    if key in text:
-        text = text.split(key, 1)[1].split("Check the documentation")[0].split(". Please use")[0]
-    return text.strip()[:200]
-
-
 def _read_weights(path: Path) -> dict:
-    """torch.load of a fair-esm file: tensors plus the argparse.Namespace holding its sizes.
-
-    Nothing else is unpickled (weights_only). TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 lifts that
-    for a file you trust that holds other objects."""
+    """torch.load of a fair-esm file: tensors plus the argparse.Namespace holding its sizes;
+    nothing else is unpickled, whatever the environment says (a crafted file is refused)."""
     try:
-        return load_tensors(path, allow=(argparse.Namespace,), weights_only=None)
+        return load_tensors(path, allow=(argparse.Namespace,))
     except Exception as exc:
         raise ModelFilesError(
-            f"cannot read ESM weights {path.name} ({type(exc).__name__}: "
-            f"{_first_line(exc)}); if the file is a fair-esm checkpoint you "
-            "trust that holds other Python objects, set TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1"
+            f"cannot read ESM weights {path.name} ({refusal(exc)}): use a fair-esm checkpoint "
+            "as published (tensors and its argparse.Namespace only)"
         ) from None
 
 
@@ -133,8 +121,7 @@ def load_esm(
             model, alphabet = esm.pretrained.load_model_and_alphabet_core(name, data, None)
     except (KeyError, AttributeError, RuntimeError, ValueError) as exc:
         raise ModelFilesError(
-            f"{path.name} is not a fair-esm model fair-esm can rebuild ({type(exc).__name__}: "
-            f"{_first_line(exc)})"
+            f"{path.name} is not a fair-esm model fair-esm can rebuild ({refusal(exc)})"
         ) from None
     # One call: each parameter is cast and moved alone, so no second full copy is made.
     model = model.to(device=device, dtype=DTYPES[precision]).eval()
@@ -163,7 +150,13 @@ class ProteinCache:
                 )
         done: dict[str, torch.Tensor] = {}
         for shard in sorted(self.root.glob("shard-*.pt")):
-            done.update(torch.load(shard, map_location="cpu", weights_only=True))
+            try:
+                done.update(load_tensors(shard))
+            except Exception as exc:
+                raise InputDataError(
+                    f"cannot read the ESM cache shard {shard} ({refusal(exc)}): delete "
+                    f"{self.root} to start over"
+                ) from None
         return done
 
     def add(self, embeddings: dict[str, torch.Tensor]) -> None:

@@ -39,7 +39,7 @@ from uceindex.model.files import (
     protein_embedding_file,
     read_offsets,
 )
-from uceindex.model.load import load_tensors
+from uceindex.model.load import load_tensors, refusal
 from uceindex.species.esm import (
     MAX_RESIDUES,
     EsmStats,
@@ -102,7 +102,7 @@ def checkpoint_token_dim(files: ModelFiles) -> int:
         return int(state["pe_embedding.weight"].shape[1])
     except Exception as exc:
         raise ModelFilesError(
-            f"cannot read the token width of {files.checkpoint.name} ({type(exc).__name__}): "
+            f"cannot read the token width of {files.checkpoint.name} ({refusal(exc)}): "
             "download it again"
         ) from None
 
@@ -171,7 +171,7 @@ def _precomputed(path: Path, token_dim: int) -> dict[str, torch.Tensor]:
         data = load_tensors(path)
     except Exception as exc:
         raise InputDataError(
-            f"cannot read {path.name} as a torch file of tensors ({type(exc).__name__})"
+            f"cannot read {path.name} as a torch file of tensors ({refusal(exc)})"
         ) from None
     if not isinstance(data, dict) or not data:
         raise InputDataError(f"{path.name} must hold a dict gene symbol -> tensor")
@@ -464,7 +464,12 @@ def add_species(
 
 
 def _count_genes(path: Path) -> int:
-    return len(load_tensors(path))
+    try:
+        return len(load_tensors(path))
+    except Exception as exc:
+        raise ModelFilesError(
+            f"cannot read {path} ({refusal(exc)}): add the species again, or download the model"
+        ) from None
 
 
 def list_species(model_dir: str | os.PathLike | None = None) -> list[dict]:

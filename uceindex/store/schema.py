@@ -19,6 +19,7 @@ CHUNK = "ingest_chunk"
 META_MODEL_NAME = "uceindex.model_name"
 META_FINGERPRINT = "uceindex.model_fingerprint"
 META_DIM = "uceindex.embedding_dim"
+META_MODEL_DIR = "uceindex.model_dir"  # where the model that made the store was, when known
 
 _TYPES = {
     "string": pa.string(),

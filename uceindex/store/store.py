@@ -339,6 +339,15 @@ class Store:
             "embedding_dim": int(dim),
         }
 
+    def model_dir(self) -> str | None:
+        """The model directory the store's first data set was embedded with (None when that
+        data set came pre-embedded, or the store is older): `query` and `match` use it when
+        no model directory is given."""
+        cells = self.cells
+        meta = (cells.schema.metadata or {}) if cells is not None else {}
+        value = meta.get(S.META_MODEL_DIR.encode())
+        return value.decode() if value else None
+
     def datasets(self) -> pd.DataFrame:
         """One row per data set (the `datasets` table), oldest first."""
         table = self.datasets_table

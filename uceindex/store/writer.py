@@ -31,6 +31,7 @@ from uceindex.store.store import Store, retry_commit, sql_name, sql_string
 
 KILL_ENV = "UCEINDEX_TEST_KILL_AT"  # tests: "<point>:<chunk>" makes the writer SIGKILL itself
 TMP_SUFFIX = "__uceindex_tmp"  # a column being converted to string
+VOCABULARY = "vocabulary"  # settings key: the fingerprint of the species' vocabulary
 
 
 def maybe_die(point: str, chunk: int = -1) -> None:
@@ -50,11 +51,31 @@ def embedding_array(embeddings: np.ndarray) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), emb.shape[1])
 
 
-def check_binding(store: Store, name: str, fingerprint: str, dim: int) -> None:
-    """Refuse embeddings of another model (fingerprint) or width than the store holds."""
+def legacy_binding(store: Store, fingerprint: str, legacy: str | None) -> str | None:
+    """The refusal for a store bound by an earlier uceindex to the checkpoint-only fingerprint
+    `legacy` of the model now given (None when the store is not such a store)."""
+    info = store.model_info()
+    if info is None or legacy is None or info["model_fingerprint"] != legacy:
+        return None
+    return (
+        f"the store at {store.uri} was made by an earlier uceindex, whose fingerprint "
+        f"({legacy}) covered this checkpoint but not the token table, vocabularies or "
+        f"chromosome table it was used with; this model directory is fingerprint {fingerprint}: "
+        "ingest its data sets again into a new --store (they cannot be proven to match)"
+    )
+
+
+def check_binding(
+    store: Store, name: str, fingerprint: str, dim: int, legacy: str | None = None
+) -> None:
+    """Refuse embeddings of another model (fingerprint) or width than the store holds;
+    `legacy`, the given model's checkpoint-only fingerprint, names a store of earlier versions."""
     info = store.model_info()
     if info is None:
         return
+    old = legacy_binding(store, fingerprint, legacy)
+    if old is not None:
+        raise StoreError(old)
     if info["model_fingerprint"] != fingerprint or info["embedding_dim"] != dim:
         raise StoreError(
             f"the store at {store.uri} holds {info['embedding_dim']}-d embeddings of model "
@@ -63,6 +84,38 @@ def check_binding(store: Store, name: str, fingerprint: str, dim: int) -> None:
             "use another --store (or, for --embedding-key, --model-dir of the store's model "
             "if that model made them)"
         )
+
+
+def recorded_vocabularies(store: Store, species: str, skip: str | None = None) -> dict[str, str]:
+    """Vocabulary fingerprint -> a data set that recorded it, over the store's data sets of
+    `species` but `skip` (those of earlier versions recorded none)."""
+    frame = store.datasets()
+    found = {}
+    for row in frame[(frame["species"] == species) & (frame["dataset_id"] != skip)].itertuples():
+        value = json.loads(row.settings or "{}").get(VOCABULARY)
+        if value:
+            found.setdefault(str(value), str(row.dataset_id))
+    return found
+
+
+def vocabulary_mismatch(
+    store: Store, species: str, fingerprint: str | None, skip: str | None = None
+) -> str | None:
+    """Why cells of `species` embedded with the vocabulary `fingerprint` do not belong beside
+    the store's data sets (but `skip`); None when they do, or when either side recorded none."""
+    if not fingerprint:
+        return None
+    recorded = recorded_vocabularies(store, species, skip)
+    others = {fp: ds for fp, ds in recorded.items() if fp != fingerprint}
+    if not others:
+        return None
+    fp, dataset = next(iter(others.items()))
+    return (
+        f"fingerprint mismatch: the store's {species} data sets (e.g. {dataset!r}) were embedded "
+        f"with {species} vocabulary {fp}, this model directory gives {fingerprint} (another "
+        "protein-embedding file, offsets or chromosome table): use the model directory that "
+        "made the store, or another --store"
+    )
 
 
 class DatasetWriter:
@@ -77,6 +130,8 @@ class DatasetWriter:
         self.record = dict(record)
         self.obs = obs
         self.replace = replace
+        self.legacy = self.record.pop("legacy_fingerprint", None)  # names older stores
+        self.model_dir = self.record.pop("model_dir", None)  # remembered by a new store
         self.dataset_id = record["dataset_id"]
         self.dim = int(record["embedding_dim"])
         self.start_chunk = 0
@@ -95,7 +150,13 @@ class DatasetWriter:
         self.store.check_writable()
         self.store.refresh()
         rec = self.record
-        check_binding(self.store, rec["model_name"], rec["model_fingerprint"], self.dim)
+        check_binding(
+            self.store, rec["model_name"], rec["model_fingerprint"], self.dim, self.legacy
+        )
+        vocab = json.loads(rec["settings"]).get(VOCABULARY)
+        mismatch = vocabulary_mismatch(self.store, rec["species"], vocab, self.dataset_id)
+        if mismatch is not None:
+            raise StoreError(mismatch)
         row = self.store.dataset(self.dataset_id)
         same = row is not None and row["content_hash"] == rec["content_hash"]
         if not self.replace:
@@ -197,6 +258,8 @@ class DatasetWriter:
                 S.META_FINGERPRINT: rec["model_fingerprint"],
                 S.META_DIM: str(self.dim),
             }
+            if self.model_dir:
+                meta[S.META_MODEL_DIR] = str(self.model_dir)
             fields = list(S.schema(S.CELLS, self.dim))
             fields += [pa.field(n, t) for n, t in self.obs.types.items()]
             try:
