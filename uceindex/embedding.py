@@ -351,30 +351,22 @@ def embed(
     def rows(start: int, stop: int):
         return source.matrix[start:stop]
 
-    vocab = model.vocab(species)
-    plan = plan_counts(
-        source, rows, vocab, species, gene_filter=gene_filter, chunk_cells=CHUNK_CELLS
-    )
-    embedder = Embedder(model, device=device, precision=precision, mode=mode)
     n = adata.n_obs
     out = np.full((n, model.config.output_dim), np.nan, dtype=np.float32)
-    reasons = np.full(n, None, dtype=object)
-    steps = _embed_chunks(
-        rows, n, plan, embedder, seed=seed, min_genes=min_genes, threads=threads, progress=progress
-    )
-    for start, emb, why in steps:
-        out[start : start + len(emb)] = emb
-        reasons[start : start + len(emb)] = why
-    uns = _provenance(
+    reasons, uns = _embed_rows(
+        out,
+        source,
+        rows,
+        n,
         model,
         species,
-        plan,
-        embedder,
-        reasons,
+        Embedder(model, device=device, precision=precision, mode=mode),
         seed=seed,
         mode=mode,
         gene_filter=gene_filter,
         min_genes=min_genes,
+        threads=threads,
+        progress=progress,
     )
     adata.obsm["X_uce"] = out
     adata.obs["uce_reject_reason"] = pd.Categorical(reasons)  # NaN where the cell was embedded
@@ -408,45 +400,57 @@ def embed_file(
     model = model or UCEModel(model_dir)
     with H5AD(path) as h5:
         source = h5.find_counts(layer)
-        rows = source.matrix.rows
-        vocab = model.vocab(species)
-        plan = plan_counts(
-            source, rows, vocab, species, gene_filter=gene_filter, chunk_cells=CHUNK_CELLS
-        )
-        embedder = Embedder(model, device=device, precision=precision, mode=mode)
         n = h5.n_obs
-        reasons = np.full(n, None, dtype=object)
         with written_whole(output) as scratch:
             shutil.copyfile(path, scratch)
             with h5py.File(scratch, "r+") as out:
                 vectors = _new_array(out, "obsm", "X_uce", (n, model.config.output_dim))
-                steps = _embed_chunks(
-                    rows,
+                reasons, uns = _embed_rows(
+                    vectors,
+                    source,
+                    source.matrix.rows,
                     n,
-                    plan,
-                    embedder,
-                    seed=seed,
-                    min_genes=min_genes,
-                    threads=threads,
-                    progress=progress,
-                )
-                for start, emb, why in steps:
-                    vectors[start : start + len(emb)] = emb
-                    reasons[start : start + len(emb)] = why
-                uns = _provenance(
                     model,
                     species,
-                    plan,
-                    embedder,
-                    reasons,
+                    Embedder(model, device=device, precision=precision, mode=mode),
                     seed=seed,
                     mode=mode,
                     gene_filter=gene_filter,
                     min_genes=min_genes,
+                    threads=threads,
+                    progress=progress,
                 )
                 _write_obs_column(out, "uce_reject_reason", pd.Categorical(reasons))
                 _replace(out, "uns", "uce", uns)
     return uns
+
+
+def _embed_rows(
+    target, source, rows, n, model, species, embedder, *, gene_filter, threads, progress, **how
+):
+    """The work `embed` and `embed_file` share: genes matched as `ingest` matches them, then
+    every cell's embedding written into `target` (an array or an h5py dataset of n rows; a
+    rejected cell's row stays NaN). Returns (reasons (n,), uns["uce"]); how: seed, mode,
+    min_genes."""
+    plan = plan_counts(
+        source,
+        rows,
+        model.vocab(species),
+        species,
+        gene_filter=gene_filter,
+        chunk_cells=CHUNK_CELLS,
+    )
+    reasons = np.full(n, None, dtype=object)
+    steps = _embed_chunks(
+        rows, n, plan, embedder, seed=how["seed"], min_genes=how["min_genes"], threads=threads,
+        progress=progress,
+    )  # fmt: skip
+    for start, emb, why in steps:
+        target[start : start + len(emb)] = emb
+        reasons[start : start + len(emb)] = why
+    return reasons, _provenance(
+        model, species, plan, embedder, reasons, gene_filter=gene_filter, **how
+    )
 
 
 def _group(out, name: str):
