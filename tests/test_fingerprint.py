@@ -104,7 +104,7 @@ def _refused(uri, second, model_dir, small_pbmc, match):
     with pytest.raises(StoreError, match=match) as ingest_error:
         ingest(second, species="human", store=uri, model_dir=model_dir)
     with pytest.raises(QueryError, match=match) as query_error:
-        annotate(uri, small_pbmc[:5].copy(), species="human", model_dir=model_dir)
+        annotate(uri, small_pbmc[:5].copy(), k=10, species="human", model_dir=model_dir)
     for err in (ingest_error, query_error):
         assert "\n" not in str(err.value)
     with Store.open(uri) as store:
@@ -166,6 +166,8 @@ def test_query_uses_the_model_directory_the_store_remembers(
     with pytest.raises(QueryError, match=f"the store's model directory {model_dir.resolve()} now"):
         annotate(uri, query, k=10)
     shutil.rmtree(model_dir)
-    gone = runner.invoke(app, ["query", str(first), "--species", "human", "--store", str(uri)])
+    gone = runner.invoke(
+        app, ["query", str(first), "--species", "human", "--store", str(uri), "--k", "10"]
+    )
     assert gone.exit_code == 1 and "is gone: pass the directory" in gone.output
     assert "--model-dir" in gone.output and len(gone.output.strip().splitlines()) == 1

@@ -76,7 +76,7 @@ AsOf = Annotated[
 
 def store(request: Request, as_of: AsOf = None) -> Store:
     """The store at its latest snapshot (at most REFRESH_SECONDS old), or `as_of` a version."""
-    if as_of is not None:
+    if as_of:  # absent or empty: the latest snapshot
         return request.app.state.view.past(as_of)
     return request.app.state.view.get()
 

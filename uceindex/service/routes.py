@@ -29,7 +29,7 @@ from uceindex.service.errors import NotFound, require
 from uceindex.store.schema import EMBEDDING
 from uceindex.store.store import sql_string
 
-public = APIRouter()
+public = APIRouter(responses={400: shapes.ERRORS[400]})  # a bad ?as_of= even here
 private = APIRouter(responses=shapes.ERRORS)
 
 

@@ -176,7 +176,8 @@ ERRORS = {  # the error answers of the private routes, documented in the OpenAPI
     for status, description in (
         (400, "the request cannot be answered as it is (the message says why)"),
         (401, "missing or wrong bearer token"),
-        (404, "no such cell"),
+        (404, "no such cell, data set or job"),
+        (409, "the store is damaged (`uceindex check`) or the data set is being ingested"),
         (413, "request body over the limit"),
         (422, "malformed body: not JSON, a missing field, a value of the wrong type"),
     )

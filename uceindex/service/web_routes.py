@@ -32,7 +32,7 @@ from uceindex.service.jobs import Job, Jobs
 from uceindex.store.store import sql_name, sql_string
 
 public = APIRouter()
-private = APIRouter()
+private = APIRouter(responses=shapes.ERRORS)
 
 WEB = files("uceindex.service") / "web"
 ASSETS = {"app.js": "text/javascript", "style.css": "text/css", "favicon.svg": "image/svg+xml"}
