@@ -73,10 +73,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(store: Path) -> tuple[subprocess.Popen, str]:
+def start_server(store: Path, *options: str) -> tuple[subprocess.Popen, str]:
+    """`uceindex serve` on the store, on a free port, with more `options` (e.g. --max-queries)."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "serve", "--store", str(store), "--port", str(port)],
+        [sys.executable, "-m", "cli.main", "serve", "--store", str(store), "--port", str(port),
+         *options],  # fmt: skip
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -132,7 +132,8 @@ def main() -> None:
             big = tmp / "big"
             build_s = build_store(big, args.store_cells)
             path = synthetic_query(tmp / "upload.h5ad", args.cells)
-            proc, url = start_server(big)
+            # serve's default --max-queries (10,000) would refuse the 20,000-cell upload
+            proc, url = start_server(big, "--max-queries", str(args.cells))
             try:
                 large = timed(url, path, {"k": "50", "embedding_key": "X_emb"}, 1)
             finally:
