@@ -77,8 +77,17 @@ def start_server(store: Path, *options: str) -> tuple[subprocess.Popen, str]:
     """`uceindex serve` on the store, on a free port, with more `options` (e.g. --max-queries)."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "serve", "--store", str(store), "--port", str(port),
-         *options],  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "cli.main",
+            "serve",
+            "--store",
+            str(store),
+            "--port",
+            str(port),
+            *options,
+        ],  # fmt: skip
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
