@@ -70,6 +70,9 @@ GeneFilterOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+OneDatasetOpt = Annotated[  # a report (labels, qc) on one data set instead of the whole store
+    Optional[str], typer.Option("--dataset", help="Only this data set's cells.")
+]
 EmbeddingKeyOpt = Annotated[
     Optional[str],
     typer.Option(help="Take the embeddings from obsm[KEY] instead of running the model."),

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from cli.options import JsonOpt, StorageOpt, StoreOpt, storage_options, store_uri
+from cli.options import JsonOpt, OneDatasetOpt, StorageOpt, StoreOpt, storage_options, store_uri
 from cli.render import console, err_console, handle_errors, print_json, progress_bar
 from uceindex.quality.report import DEFAULT_K, DEFAULT_SAMPLE, MAX_K, MAX_SAMPLE
 
@@ -23,9 +23,7 @@ def _num(value, spec: str = ".2f") -> str:
 def qc(
     store: StoreOpt = None,
     storage_option: StorageOpt = None,
-    dataset: Annotated[
-        Optional[str], typer.Option("--dataset", help="Report on this data set only.")
-    ] = None,
+    dataset: OneDatasetOpt = None,
     sample: Annotated[
         int,
         typer.Option(

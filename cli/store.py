@@ -19,6 +19,7 @@ from cli.options import (
     LayerOpt,
     MinGenesOpt,
     ModelDirOpt,
+    OneDatasetOpt,
     PrecisionOpt,
     SeedOpt,
     StorageOpt,
@@ -183,9 +184,7 @@ def ingest(
 def labels(
     store: StoreOpt = None,
     storage_option: StorageOpt = None,
-    dataset: Annotated[
-        Optional[str], typer.Option("--dataset", help="Only this data set's cells.")
-    ] = None,
+    dataset: OneDatasetOpt = None,
     label_map: LabelMapOpt = None,
     json: JsonOpt = False,
 ) -> None:
