@@ -152,15 +152,20 @@ def test_log_in_once_then_browse_the_atlas(page, shots):
     page.screenshot(path=shots / "dataset.png", full_page=True)
 
 
-def _api_annotation(server, path: Path, **fields) -> dict:
+def _upload(url: str, path: Path, fields: dict):
+    """POST an .h5ad with form fields, as the page's upload does."""
     with open(path, "rb") as f:
-        r = httpx.post(
-            server + "/annotate",
+        return httpx.post(
+            url,
             files={"file": (path.name, f)},
             data={k: str(v) for k, v in fields.items()},
             headers=_auth(),
             timeout=120,
         )
+
+
+def _api_annotation(server, path: Path, **fields) -> dict:
+    r = _upload(server + "/annotate", path, fields)
     assert r.status_code == 200, r.text
     return r.json()
 
@@ -306,14 +311,7 @@ def model_server(tmp_path_factory, tiny_model, tiny_model_dir):
 
 
 def _job(url: str, path: Path, **fields) -> dict:
-    with open(path, "rb") as f:
-        r = httpx.post(
-            url + "/jobs/annotate",
-            files={"file": (path.name, f)},
-            data={k: str(v) for k, v in fields.items()},
-            headers=_auth(),
-            timeout=120,
-        )
+    r = _upload(url + "/jobs/annotate", path, fields)
     assert r.status_code == 202, r.text
     deadline = time.time() + SLOW_MS / 1000
     while (job := httpx.get(f"{url}/jobs/{r.json()['id']}", headers=_auth()).json())["state"] in (
