@@ -33,6 +33,22 @@ def cli_killed_at(args: list[str], point: str, timeout: int = 120) -> subprocess
     )
 
 
+class Killed(BaseException):
+    """Stands for SIGKILL in-process: nothing in uceindex catches a BaseException."""
+
+
+def kill_at(monkeypatch, point: str) -> None:
+    """The writer's test hook (KILL_ENV) kills the process at `point` ("cells:2"); in-process,
+    the kill raises Killed instead of ending pytest. Only the writer's kill is replaced."""
+    from uceindex.store import writer
+
+    def kill() -> None:
+        raise Killed
+
+    monkeypatch.setenv(writer.KILL_ENV, point)
+    monkeypatch.setattr(writer, "sigkill_self", kill)
+
+
 class Payload:
     """What a crafted pickle carries: unpickling it runs a function (creates `marker`)."""
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 from pathlib import Path
 
 import anndata as ad
@@ -16,7 +15,7 @@ from typer.testing import CliRunner
 
 import uceindex
 from cli.main import app
-from tests.conftest import cli_killed_at, read_pbmc
+from tests.conftest import Killed, cli_killed_at, kill_at, read_pbmc
 from uceindex.errors import InputDataError, StoreError, UnknownSpeciesError
 from uceindex.ingestion import ingest
 from uceindex.io.counts import SAMPLE_ROWS
@@ -205,22 +204,6 @@ def _obsm_file(tmp_path, n=100, dim=8) -> Path:
     return _write(tmp_path / "pre.h5ad", a)
 
 
-class _Killed(BaseException):
-    """Stands for SIGKILL in-process: nothing in uceindex catches a BaseException."""
-
-
-def _kill_at(monkeypatch, point: str) -> None:
-    """The writer's test hook (KILL_ENV) kills the process at `point`; in-process, the kill
-    raises _Killed instead of ending pytest."""
-
-    def kill(pid: int, sig: int) -> None:
-        assert (pid, sig) == (os.getpid(), signal.SIGKILL)
-        raise _Killed
-
-    monkeypatch.setenv(writer.KILL_ENV, point)
-    monkeypatch.setattr(os, "kill", kill)
-
-
 @pytest.mark.parametrize(
     "point", ["begin:0", "rejects:0", "cells:0", "rejects:2", "cells:2", "cells:4", "finish:0"]
 )
@@ -229,8 +212,8 @@ def test_killed_at_any_point_then_resumed_gives_the_same_rows(point, tmp_path, m
     opts = dict(species="human", embedding_key="E", chunk_cells=20)
     ingest(path, store=tmp_path / "clean", **opts)
     clean = _state(tmp_path / "clean")
-    _kill_at(monkeypatch, point)
-    with pytest.raises(_Killed):
+    kill_at(monkeypatch, point)
+    with pytest.raises(Killed):
         ingest(path, store=tmp_path / "killed", **opts)
     monkeypatch.undo()
     report = ingest(path, store=tmp_path / "killed", **opts)
@@ -241,8 +224,8 @@ def test_killed_at_any_point_then_resumed_gives_the_same_rows(point, tmp_path, m
 def test_model_path_killed_then_resumed(zeroed, tiny_model, tmp_path, monkeypatch):
     opts = dict(species="human", model=tiny_model, chunk_cells=16)
     ingest(zeroed, store=tmp_path / "clean", **opts)
-    _kill_at(monkeypatch, "cells:1")
-    with pytest.raises(_Killed):
+    kill_at(monkeypatch, "cells:1")
+    with pytest.raises(Killed):
         ingest(zeroed, store=tmp_path / "killed", **opts)
     monkeypatch.undo()
     with Store.open(tmp_path / "killed") as store:
@@ -490,8 +473,8 @@ def test_counts_stay_integers_and_export_speaks_embeds_keys(tmp_path, monkeypatc
     rng = np.random.default_rng(5)
     obs = pd.DataFrame({"cell_type": ["a", "b"] * 5}, index=[f"c{i}" for i in range(10)])
     ingest_embeddings(uri, "done", obs, rng.standard_normal((10, 8)), "human", "m", "f")
-    _kill_at(monkeypatch, "cells:0")
-    with pytest.raises(_Killed):
+    kill_at(monkeypatch, "cells:0")
+    with pytest.raises(Killed):
         ingest_embeddings(uri, "half", obs, rng.standard_normal((10, 8)), "human", "m", "f")
     monkeypatch.undo()
     rows = {d["dataset_id"]: d for d in uceindex.list_datasets(uri)["datasets"]}

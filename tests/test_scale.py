@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,10 +18,10 @@ import torch
 from typer.testing import CliRunner
 
 from cli.main import app
-from tests.conftest import cli_killed_at
+from tests.conftest import Killed, cli_killed_at, kill_at
 from uceindex.ingestion import IngestInterrupted, ingest
 from uceindex.scale import RAY_KILL_ENV, ingest_on_ray
-from uceindex.store import Store, writer
+from uceindex.store import Store
 from uceindex.store.schema import EMBEDDING
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -145,21 +144,12 @@ def test_a_dead_worker_commits_nothing_of_its_step_then_the_rerun_resumes(clean,
     assert _state(uri) == expected
 
 
-class _Killed(BaseException):
-    """Stands for SIGKILL of the driver in-process."""
-
-
 @pytest.mark.parametrize("point", ["begin:0", "rejects:1", "cells:1", "rejects:3", "finish:0"])
 def test_driver_killed_at_any_point_then_resumed(point, clean, tmp_path, monkeypatch):
     path, expected = clean
 
-    def kill(pid, sig):
-        assert (pid, sig) == (os.getpid(), signal.SIGKILL)
-        raise _Killed
-
-    monkeypatch.setenv(writer.KILL_ENV, point)
-    monkeypatch.setattr(os, "kill", kill)
-    with pytest.raises(_Killed):
+    kill_at(monkeypatch, point)
+    with pytest.raises(Killed):
         ingest_on_ray(path, store=tmp_path / "ray", workers=2, **OBSM)
     monkeypatch.undo()
     report = ingest_on_ray(path, store=tmp_path / "ray", workers=2, **OBSM)

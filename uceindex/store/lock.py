@@ -26,22 +26,41 @@ LOCKS = ".locks"  # inside a local store's directory
 CACHE_ENV = "XDG_CACHE_HOME"
 
 
-def lock_path(uri: str, dataset_id: str) -> Path:
-    """The lock file of one data set of the store at `uri`."""
+CREATION = "store.create"  # the lock file held while a store's tables are created
+
+
+def lock_path(uri: str, name: str) -> Path:
+    """A lock file of the store at `uri`: `<data set id>.lock`, or CREATION."""
     if "://" not in uri or uri.startswith("file://"):
-        return Path(uri.removeprefix("file://")) / LOCKS / f"{dataset_id}.lock"
+        return Path(uri.removeprefix("file://")) / LOCKS / name
     cache = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache")
     key = hashlib.sha256(uri.encode()).hexdigest()[:16]
-    return cache / "uceindex" / "locks" / key / f"{dataset_id}.lock"
+    return cache / "uceindex" / "locks" / key / name
+
+
+def _open_lock_file(path: Path) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+
+
+@contextmanager
+def creation_lock(uri: str) -> Iterator[None]:
+    """Held, waiting for it, while a store's tables are created. Two processes creating one
+    store at once would each create its tables, and Lance commits the later creation as an
+    overwrite of the earlier one, which fails (or loses) the other's first append."""
+    fd = _open_lock_file(lock_path(uri, CREATION))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 @contextmanager
 def ingest_lock(uri: str, dataset_id: str, source: str | None) -> Iterator[None]:
     """Hold the ingest lock of `dataset_id` for the block, or raise StoreBusyError at once
     when another process holds it (the message names that process and its file)."""
-    path = lock_path(uri, dataset_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _open_lock_file(lock_path(uri, f"{dataset_id}.lock"))
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

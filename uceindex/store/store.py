@@ -26,6 +26,7 @@ from uceindex.store import history as H
 from uceindex.store import integrity
 from uceindex.store import options as O
 from uceindex.store import schema as S
+from uceindex.store.lock import creation_lock
 
 STORE_ENV = "UCEINDEX_STORE"  # default store URI, set once by the user
 DEFAULT_STORE = "~/.local/share/uceindex/atlas"  # used when UCEINDEX_STORE is unset
@@ -185,14 +186,22 @@ class Store:
                     f"{uri} is not a uceindex store (it has no `datasets` table): "
                     "pass the store's directory, or ingest into it to create one"
                 )
-            for name in (S.DATASETS, S.REJECTS):
-                # exist_ok: another process may be creating the same store right now
-                db.create_table(name, schema=S.schema(name), exist_ok=True)
-            cls(uri, db, options).record_version("created", "an empty store")
+            cls._create_tables(uri, db, options)
         store = cls(uri, db, options, as_of=as_of)
         if verify:
             store.verify()
         return store
+
+    @classmethod
+    def _create_tables(cls, uri: str, db, options: dict) -> None:
+        """The empty tables of a new store, and its first version; another process may be
+        creating the same store right now, so this waits for it and then finds its tables."""
+        with creation_lock(uri):
+            names = set(db.list_tables().tables)
+            for name in (S.DATASETS, S.REJECTS):
+                if name not in names:
+                    db.create_table(name, schema=S.schema(name))
+            cls(uri, db, options).record_version("created", "an empty store")
 
     def close(self) -> None:
         """Release the tables. Idempotent; the store's methods raise StoreError afterwards."""
