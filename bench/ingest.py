@@ -69,8 +69,8 @@ COMPARE_QUICK_SIZES = {"obsm": 20_000, "counts": 2_000}
 COUNTS_GENES, COUNTS_NNZ = 20_000, 2_000  # a counts file shaped like real data
 REPEATS = 3
 SHARE_LIMIT = 0.10  # the maintained reader stays unless it costs more than this of ingest time
-# --ray: 200k pre-embedded cells, not 1M, and 16k of counts: 3 runs each fit a session here
-RAY_SIZES = {"obsm": 200_000, "counts": 16_384}  # counts: 4 chunks of 4,096
+# --ray: the sizes, 1M pre-embedded cells and 50k of counts (about 40 minutes here)
+RAY_SIZES = {"obsm": 1_000_000, "counts": 50_000}
 RAY_QUICK_SIZES = {"obsm": 20_000, "counts": 2_000}
 RAY_WORKERS = (0, 1, 2)  # 0: the single-process ingest
 

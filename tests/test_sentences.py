@@ -16,7 +16,7 @@ import torch
 from uce.eval_data import sample_cell_sentences
 
 from uceindex.model.vocab import CHROM_RIGHT, CLS, PAD
-from uceindex.sentences import GeneOrder, sample_sentences
+from uceindex.sentences import GeneOrder, gather_columns, sample_sentences
 
 N_GENES = 300
 CHROM_OFFSET = 10_000
@@ -250,6 +250,43 @@ def test_inputs_the_sampler_refuses_or_cleans():
     for size in (0, 1534):
         with pytest.raises(ValueError, match="sample_size"):
             sample_sentences(X, genes, seed=3, sample_size=size)
+
+
+def _product(counts, target, n_columns):
+    """The obvious way: a 0/1 combiner, a sparse product, then canonical form."""
+    rows = np.flatnonzero(target >= 0)
+    combiner = sp.csr_matrix(
+        (np.ones(len(rows), np.float32), (rows, target[rows])), shape=(len(target), n_columns)
+    )
+    out = sp.csr_matrix(sp.csr_matrix(counts) @ combiner)
+    out.sum_duplicates()
+    out.eliminate_zeros()
+    return out
+
+
+@pytest.mark.parametrize("n_columns", [7, 5000])  # a cell fills many columns (swept), few (sorted)
+def test_gathered_columns_equal_the_sparse_product(n_columns):
+    rng = np.random.default_rng(n_columns)
+    n_input = 300
+    target = rng.integers(-1, n_columns, n_input)  # -1: dropped; repeats: summed
+    X = sp.random(40, n_input, density=0.2, format="csr", random_state=1) * 9
+    X.data = np.round(X.data)  # stored zeros among the counts
+    X = X.tolil()
+    X[3, :] = 0  # an empty cell
+    X[5, 0], X[5, 1] = 2.0, -2.0  # entries that cancel where they land together
+    target[1] = target[0] = max(target[0], 0)
+    X = sp.csr_matrix(X)
+    whole = X.astype(np.int64)  # integer counts
+    X.data[7] = np.nan  # kept: the sampler names it
+    for counts in (X, whole, X[:, ::-1][:, ::-1], X.toarray()):
+        got = gather_columns(counts, target, n_columns)
+        want = _product(counts, target, n_columns)
+        assert got.has_sorted_indices and got.shape == want.shape
+        np.testing.assert_array_equal(got.indptr, want.indptr)
+        np.testing.assert_array_equal(got.indices, want.indices)
+        np.testing.assert_array_equal(got.data, want.data)  # NaN where NaN
+        assert got.dtype == want.dtype
+        assert (np.diff(got.indices[got.indptr[5] : got.indptr[6]]) > 0).all()
 
 
 def test_gene_matching_and_sentences_do_not_load_torch():

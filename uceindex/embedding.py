@@ -195,9 +195,7 @@ class Embedder:
         self, counts: sp.csr_matrix, match: GeneMatch, *, seed: int = 0, min_genes: int = MIN_GENES
     ) -> Sentences:
         """Counts over the *input* genes -> the chunk's sentences in device batches (CPU only)."""
-        counts = sp.csr_matrix(counts @ match.combiner)  # vocabulary genes, genomic order
-        counts.eliminate_zeros()
-        counts.sort_indices()  # in place: the sampler would copy an unsorted chunk
+        counts = match.apply(counts)  # vocabulary genes, genomic order, canonical
         reasons = qc_reasons(counts, min_genes)
         ok = np.flatnonzero(reasons == None)  # noqa: E711 (object array)
         batches, rows = [], np.zeros(0, dtype=np.int64)

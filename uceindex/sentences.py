@@ -172,6 +172,67 @@ def _write(indptr, indices, token_rows, chrom_rows, draws, keys, out):
             pos += 1
 
 
+@_jit
+def _gather(indptr, indices, data, target, n_columns, out_indptr, out_indices, out_data):
+    """Per cell: its entries moved to column target[column] (dropped where -1), entries that
+    land on one column summed, written in column order without zeros; returns the count."""
+    total = np.zeros(n_columns, out_data.dtype)
+    seen = np.zeros(n_columns, np.bool_)
+    touched = np.empty(n_columns, np.int64)
+    k = 0
+    for c in range(len(indptr) - 1):
+        n = 0
+        for p in range(indptr[c], indptr[c + 1]):
+            t = target[indices[p]]
+            if t >= 0:
+                if not seen[t]:
+                    seen[t] = True
+                    touched[n] = t
+                    n += 1
+                total[t] += data[p]
+        if n * 64 < n_columns:  # few columns: sort them; many: sweep the marks in order
+            columns = np.sort(touched[:n])
+        else:
+            columns = np.flatnonzero(seen)
+        for t in columns:
+            if total[t] != 0:  # NaN is kept: the sampler refuses it by name
+                out_indices[k] = t
+                out_data[k] = total[t]
+                k += 1
+            total[t] = 0
+            seen[t] = False
+        out_indptr[c + 1] = k
+    return k
+
+
+def gather_columns(counts, target: np.ndarray, n_columns: int) -> sp.csr_matrix:
+    """Counts (cells x input columns, sparse or dense) -> cells x `n_columns` CSR in
+    canonical form (sorted, summed, no zeros): input column j moves to target[j], or goes
+    where target[j] is -1. It is `counts @ combiner` for a 0/1 combiner with one entry a
+    row, in one pass: the sparse product and the sort after it cost more than sampling."""
+    counts = sp.csr_matrix(counts)
+    dtype = np.result_type(counts.dtype, np.float32)
+    index = np.int32 if max(counts.nnz, n_columns) < 2**31 else np.int64
+    out_indptr = np.zeros(counts.shape[0] + 1, index)
+    out_indices = np.empty(counts.nnz, index)
+    out_data = np.empty(counts.nnz, dtype)
+    k = _gather(
+        counts.indptr,
+        counts.indices,
+        counts.data.astype(dtype, copy=False),
+        np.asarray(target, dtype=np.int64),
+        n_columns,
+        out_indptr,
+        out_indices,
+        out_data,
+    )
+    out = sp.csr_matrix(
+        (out_data[:k], out_indices[:k], out_indptr), shape=(counts.shape[0], n_columns)
+    )
+    out.has_sorted_indices = True
+    return out
+
+
 def sample_sentences(
     counts: sp.csr_matrix,
     genes: GeneOrder,
