@@ -21,9 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # uceindex without an install
-from _common import (  # noqa: E402
+from _common import (
     ROOT,
     base_parser,
     command_line,

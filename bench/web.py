@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 from _common import (
+    ROOT,
     base_parser,
     command_line,
     machine,
@@ -32,7 +33,6 @@ from _common import (
 )
 from service import build_store, start_server, synthetic
 
-ROOT = Path(__file__).resolve().parents[1]
 POLL_S = 0.5
 REPEATS = 3
 

@@ -19,6 +19,7 @@ rules' defaults when it starts, and its --help should not wait for them.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -127,15 +128,21 @@ class GeneMatch:
     def filtered(self) -> bool:
         return self.gene_filter is GeneFilter.REFERENCE
 
+    @functools.cached_property
+    def target(self) -> np.ndarray:
+        """Per input column, its matched gene's column (-1: none); the combiner has one entry
+        a row, since an input gene is one gene. Derived once, used for every chunk."""
+        target = np.full(self.combiner.shape[0], -1, dtype=np.int64)
+        rows = np.repeat(np.arange(self.combiner.shape[0]), np.diff(self.combiner.indptr))
+        target[rows] = self.combiner.indices
+        return target
+
     def apply(self, counts):
         """Counts over the input genes (sparse or dense) -> counts over the matched genes, in
         genomic order: canonical CSR, what the sampler takes (`counts @ combiner`, faster)."""
         from uceindex.sentences import gather_columns
 
-        target = np.full(self.combiner.shape[0], -1, dtype=np.int64)
-        rows = np.repeat(np.arange(self.combiner.shape[0]), np.diff(self.combiner.indptr))
-        target[rows] = self.combiner.indices  # one entry a row: an input gene is one gene
-        return gather_columns(counts, target, self.combiner.shape[1])
+        return gather_columns(counts, self.target, self.combiner.shape[1])
 
 
 def match_genes(var: pd.DataFrame, vocab: SpeciesVocab) -> GeneMatch:
